@@ -1,0 +1,61 @@
+"""Command line: run the bot (default), chat in the terminal, or check the configuration.
+
+    python -m telegram_bot            run the bot with long polling
+    python -m telegram_bot chat       talk to the model from the terminal, same memory
+    python -m telegram_bot check      validate the settings and exit
+
+A missing or malformed setting exits with code 2 and one line naming it; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from .config import Settings, load_settings
+from .errors import ConfigError
+
+log = logging.getLogger("telegram_bot")
+
+
+def _settings(require_token: bool) -> Settings:
+    try:
+        return load_settings(require_token=require_token)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_bot(settings: Settings) -> int:
+    from telegram import Update
+
+    from .app import build_application
+
+    application = build_application(settings)
+    application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="telegram-bot", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "chat", "check"))
+    args = parser.parse_args(argv)
+    settings = _settings(require_token=args.command != "chat")
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, (settings.telegram_bot_token, settings.openai_api_key))
+    if args.command == "check":
+        print(f"Settings OK: model {settings.openai_model} at {settings.openai_base_url}")
+        return 0
+    if args.command == "chat":
+        from .console import run_console
+
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+        return asyncio.run(run_console(settings))
+    return run_bot(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

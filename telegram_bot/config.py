@@ -1,0 +1,170 @@
+"""The one Settings object, and the only module that reads the environment.
+
+Settings come from the process environment, then from a `.env` file (the environment wins, so a
+deployment can override a checked-in file). Every value is parsed and validated once, at start-up:
+a bad value ends the process with exit code 2 and one line naming the setting and what is
+expected, never a traceback. Everything else in the bot receives a frozen `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TELEGRAM_DEFAULT_BASE_URL = "https://api.telegram.org/bot"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful, friendly assistant chatting on Telegram. Answer concisely and "
+    "accurately; use Markdown sparingly. If you don't know something, say so."
+)
+
+T = TypeVar("T")
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError("a whole number") from None
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise ValueError(f"a whole number from {low} to {high}" if high else f"≥ {low}")
+        return number
+
+    return parse
+
+
+def _float(low: float = 0.0) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("a number of seconds, e.g. 1.5") from None
+        if number < low:
+            raise ValueError(f"a number ≥ {low}")
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("true or false")
+
+
+def _url(value: str) -> str:
+    stripped = value.strip()
+    if not stripped.startswith(("http://", "https://")):
+        raise ValueError("a URL starting with http:// or https://")
+    return stripped.rstrip("/")
+
+
+def _ids(value: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in value.replace(";", ",").split(",") if part.strip())
+    except ValueError:
+        raise ValueError("a comma-separated list of numeric Telegram ids") from None
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _token(value: str) -> str:
+    stripped = value.strip()
+    head, _, tail = stripped.partition(":")
+    if not head.isdigit() or len(tail) < 10:
+        raise ValueError("the token from @BotFather, like 123456789:AAH...")
+    return stripped
+
+
+def _setting(env: str, parse: Callable[[str], Any], default: Any = None, **kw: Any) -> Any:
+    """Declares a field together with its environment name and parser."""
+    return field(default=default, metadata={"env": env, "parse": parse}, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    telegram_bot_token: str = _setting("TELEGRAM_BOT_TOKEN", _token, "", repr=False)
+    openai_api_key: str = _setting("OPENAI_API_KEY", _text, "", repr=False)
+    openai_base_url: str = _setting("OPENAI_BASE_URL", _url, OPENAI_DEFAULT_BASE_URL)
+    openai_model: str = _setting("OPENAI_MODEL", _text, "gpt-4o-mini")
+    openai_timeout: float = _setting("OPENAI_TIMEOUT", _float(1.0), 300.0)
+    openai_max_retries: int = _setting("OPENAI_MAX_RETRIES", _int(0, 10), 2)
+    telegram_api_base_url: str = _setting("TELEGRAM_API_BASE_URL", _url, TELEGRAM_DEFAULT_BASE_URL)
+    database_path: Path = _setting("DATABASE_PATH", Path, Path("data/bot.sqlite3"))
+    system_prompt: str = _setting("SYSTEM_PROMPT", _text, DEFAULT_SYSTEM_PROMPT)
+    log_level: str = _setting("LOG_LEVEL", _log_level, "INFO")
+    streaming: bool = _setting("STREAMING", _bool, True)
+    stream_edit_interval: float = _setting("STREAM_EDIT_INTERVAL", _float(0.05), 1.0)
+    max_output_tokens: int = _setting("MAX_OUTPUT_TOKENS", _int(16, 1_000_000), 1024)
+    history_token_budget: int = _setting("HISTORY_TOKEN_BUDGET", _int(100), 3000)
+    max_input_chars: int = _setting("MAX_INPUT_CHARS", _int(1, 1_000_000), 16_000)
+    tiktoken_cache_dir: Path | None = _setting("TIKTOKEN_CACHE_DIR", Path, None)
+    max_concurrent_updates: int = _setting("MAX_CONCURRENT_UPDATES", _int(1, 100_000), 1024)
+
+    @property
+    def uses_openai(self) -> bool:
+        """True when talking to OpenAI itself, where an API key is mandatory."""
+        return self.openai_base_url == OPENAI_DEFAULT_BASE_URL
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # small, but only needed when a file exists
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | None = Path(".env"),
+    *,
+    require_token: bool = True,
+) -> Settings:
+    """Builds Settings from `.env` overlaid by the environment; raises ConfigError."""
+    source: dict[str, str] = read_dotenv(dotenv_path) if dotenv_path else {}
+    source.update(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.metadata["env"]
+        raw = source.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: expected {exc}") from None
+    settings = Settings(**values)
+    _check_required(settings, require_token=require_token)
+    return settings
+
+
+def _check_required(settings: Settings, *, require_token: bool) -> None:
+    if require_token and not settings.telegram_bot_token:
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN: expected the token from @BotFather "
+            "(set it in .env or the environment)"
+        )
+    if settings.uses_openai and not settings.openai_api_key:
+        raise ConfigError(
+            "OPENAI_API_KEY: expected an API key for OpenAI "
+            "(or set OPENAI_BASE_URL to a local server such as Ollama)"
+        )

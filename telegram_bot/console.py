@@ -1,0 +1,78 @@
+"""A terminal chat on the same engine and database as the bot (`python -m telegram_bot chat`).
+
+Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation and `/exit`
+(or end of input) leaves. Reads stdin line by line, so it can also be scripted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TextIO
+
+from . import tokens
+from .config import Settings
+from .conversation import Conversation, Incoming
+from .errors import ModelError
+from .llm import LLM
+from .models import CONSOLE_CHAT, Author, Status
+from .store import open_sqlite
+
+
+class ConsoleSink:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.printed = 0
+
+    def partial(self, text: str) -> None:
+        self.out.write(text[self.printed :])
+        self.out.flush()
+        self.printed = len(text)
+
+    async def final(self, text: str, status: Status) -> int | None:
+        self.partial(text)
+        if status is not Status.COMPLETE:
+            self.out.write(f"\n[{status.value}]")
+        self.out.write("\n")
+        self.out.flush()
+        return None
+
+
+async def run_console(
+    settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
+) -> int:
+    tokens.set_cache_dir(settings.tiktoken_cache_dir)
+    store = open_sqlite(settings.database_path)
+    await store.open()
+    llm = LLM(settings)
+    engine = Conversation(store, llm, settings)
+    loop = asyncio.get_running_loop()
+    out.write(f"Console chat with {settings.openai_model}. /reset starts over, /exit leaves.\n")
+    try:
+        while True:
+            out.write("you> ")
+            out.flush()
+            line = await loop.run_in_executor(None, stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in {"/exit", "/quit"}:
+                break
+            if text == "/reset":
+                count = await engine.reset(CONSOLE_CHAT)
+                out.write(f"Started a fresh conversation ({count} messages archived).\n")
+                continue
+            out.write("bot> ")
+            try:
+                await engine.respond(
+                    Incoming(CONSOLE_CHAT, text, Author(None, "you"), chat_kind="console"),
+                    ConsoleSink(out),
+                )
+            except ModelError as exc:
+                out.write(f"\n[error] {exc.user_message()}\n")
+    finally:
+        await llm.close()
+        await store.close()
+    return 0

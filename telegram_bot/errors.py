@@ -1,0 +1,66 @@
+"""Our exception classes.
+
+Each class's docstring is the line a chat user sees when it happens (`user_message()`), so the
+wording lives next to the error and nowhere else. OpenAI exceptions are translated into these in
+`llm.py` only; Telegram errors are handled in the Telegram adapter only.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+
+class BotError(Exception):
+    """Something went wrong on my side. Please try again."""
+
+    @classmethod
+    def user_message(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or BotError.__doc__ or "")
+
+
+class ConfigError(BotError):
+    """The bot is not configured correctly. The owner has been told in the log."""
+
+
+class ModelError(BotError):
+    """The language model failed to answer. Please try again in a moment."""
+
+
+class ModelAuthError(ModelError):
+    """The bot is not configured correctly (the model service refused its credentials)."""
+
+
+class ModelRateLimited(ModelError):
+    """The model service is busy right now (rate limit). Please try again in a minute."""
+
+
+class ModelTimeout(ModelError):
+    """The model took too long to answer. Please try again."""
+
+
+class ModelUnavailable(ModelError):
+    """The model service is unreachable or failing right now. Please try again later."""
+
+
+class ModelNotFound(ModelError):
+    """The configured model does not exist on the model server. The owner has to fix the setting."""
+
+
+class ContextTooLong(ModelError):
+    """This conversation is too long for the model. Send /reset to start a fresh one."""
+
+
+class ModelStreamInterrupted(ModelError):
+    """The answer was cut off because the connection to the model broke. Please try again."""
+
+    def __init__(self, partial: str = "") -> None:
+        super().__init__("model stream interrupted")
+        self.partial = partial
+
+
+class EmptyCompletion(ModelError):
+    """The model returned an empty answer. Please rephrase or try again."""
+
+
+class InputTooLong(BotError):
+    """That message is too long for me to read. Please shorten it."""

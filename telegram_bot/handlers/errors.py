@@ -1,0 +1,26 @@
+"""The one error handler: log first (with the traceback), then tell the user briefly."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from telegram import Update
+from telegram.error import TelegramError
+
+from ..errors import BotError
+
+if TYPE_CHECKING:
+    from ..app import Context
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(update: object, context: Context) -> None:
+    log.error("Unhandled error while processing an update", exc_info=context.error)
+    if not isinstance(update, Update) or update.effective_chat is None:
+        return
+    try:
+        await context.bot.send_message(update.effective_chat.id, BotError.user_message())
+    except TelegramError as exc:
+        log.warning("Could not tell chat %s about the error: %s", update.effective_chat.id, exc)

@@ -1,0 +1,269 @@
+"""Shows a reply in a Telegram chat as it streams, then delivers it whole.
+
+While the model writes, private chats get `sendMessageDraft` (an animated preview Telegram
+keeps for 30 s); where drafts are refused, the first text becomes a message that is edited.
+Either way the preview is refreshed at most once per `STREAM_EDIT_INTERVAL`, by time, never by
+character count, and the first text goes out at once. A typing action shows only if no text
+has arrived after a short moment, and is renewed until the first text. The final answer is
+rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
+fallback when Telegram rejects its formatting. Parts that are complete while the model is still
+writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
+the next preview wait; on a final message it waits and sends again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+from ..models import Status
+from ..render import Part, render
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TYPING_DELAY = 0.4  # seconds of silence before "typing…" is worth a Bot API call
+TYPING_RENEW = 4.5  # Telegram shows a chat action for about five seconds
+MAX_FLOOD_WAITS = 3
+_draft_ids = itertools.count(1)
+
+
+class ChatUnavailable(Exception):
+    """The chat cannot receive messages any more (bot blocked, kicked, chat deleted)."""
+
+
+def entities_of(part: Part) -> list[MessageEntity]:
+    return [MessageEntity(**entity) for entity in part.entities]
+
+
+def is_parse_error(exc: TelegramError) -> bool:
+    text = str(exc).lower()
+    return "can't parse" in text or "entit" in text
+
+
+async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
+    """Runs a Bot API call, waiting out flood control a few times before giving up."""
+    for attempt in itertools.count():
+        try:
+            return await call()
+        except RetryAfter as exc:
+            if attempt >= MAX_FLOOD_WAITS:
+                raise
+            delay = exc.retry_after
+            seconds = delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)
+            log.warning("Flood control: waiting %.1f s before retrying", seconds)
+            await asyncio.sleep(seconds)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TelegramReply:
+    """A `ReplySink` for one answer in one chat."""
+
+    drafts_refused = False  # learned once per process: this Bot API server has no drafts
+
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        interval: float,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        private: bool = True,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.thread_id = thread_id
+        self.reply_to = reply_to
+        self.interval = interval
+        self.markup = markup
+        self.use_drafts = private and not TelegramReply.drafts_refused
+        self.draft_id = next(_draft_ids)
+        self.messages: list[Message] = []  # finished parts, plus the one being edited
+        self._shown: list[tuple[str, bool]] = []  # (text, has buttons) of each message
+        self._latest = ""
+        self._changed = asyncio.Event()
+        self._first_text = asyncio.Event()
+        self._pacer: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | None = None
+        self._next_show = 0.0
+
+    # -- the ReplySink protocol ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begins the typing indicator; call before the model is asked."""
+        self._typing = asyncio.create_task(self._type_until_text())
+
+    def partial(self, text: str) -> None:
+        self._latest = text
+        self._changed.set()
+        if self._pacer is None:
+            self._pacer = asyncio.create_task(self._pace())
+
+    async def final(self, text: str, status: Status) -> int | None:
+        await self.close()
+        parts = render(text) or [Part("…")]
+        for index, part in enumerate(parts):
+            await self._deliver(index, part, final=True)
+        return self.messages[0].message_id if self.messages else None
+
+    async def close(self) -> None:
+        """Stops the typing indicator and the preview task (idempotent)."""
+        self._first_text.set()
+        for task in (self._typing, self._pacer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._typing = self._pacer = None
+
+    async def send_notice(self, text: str) -> None:
+        """A short plain line in the chat (errors, refusals)."""
+        await self.close()
+        await with_flood_wait(lambda: self.bot.send_message(self.chat_id, text, **self._where()))
+
+    # -- streaming preview -----------------------------------------------------------------
+
+    async def _type_until_text(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_text.wait(), TYPING_DELAY)
+            return
+        while not self._first_text.is_set():
+            with contextlib.suppress(TelegramError):
+                await self.bot.send_chat_action(
+                    self.chat_id, ChatAction.TYPING, message_thread_id=self.thread_id
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_text.wait(), TYPING_RENEW)
+
+    async def _pace(self) -> None:
+        while True:
+            await self._changed.wait()
+            delay = self._next_show - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._changed.clear()
+            self._next_show = time.monotonic() + self.interval
+            try:
+                await self._preview(self._latest)
+            except RetryAfter as exc:
+                retry = exc.retry_after
+                seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
+                self._next_show = time.monotonic() + float(seconds)
+            except TelegramError as exc:  # a preview is best effort; the final send reports
+                log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
+
+    async def _preview(self, text: str) -> None:
+        parts = render(text)
+        if not parts:
+            return
+        # Every part but the last is complete: send it for good now.
+        done = len(parts) - 1
+        for index in range(len(self._shown) if self.use_drafts else 0, done):
+            await self._deliver(index, parts[index], final=True)
+        current = parts[-1]
+        self._first_text.set()
+        if self.use_drafts and await self._draft(current):
+            return
+        await self._deliver(done, current, final=False)
+
+    async def _draft(self, part: Part) -> bool:
+        try:
+            await self.bot.send_message_draft(
+                self.chat_id,
+                self.draft_id,
+                part.text,
+                entities=entities_of(part),
+                message_thread_id=self.thread_id,
+            )
+            return True
+        except BadRequest as exc:
+            if is_parse_error(exc):
+                await self.bot.send_message_draft(self.chat_id, self.draft_id, part.plain)
+                return True
+            log.info("Drafts refused (%s); streaming by editing a message instead", exc)
+            TelegramReply.drafts_refused = True
+            self.use_drafts = False
+            return False
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _deliver(self, index: int, part: Part, *, final: bool) -> None:
+        """Makes message `index` show `part`: edits it if it exists, sends it otherwise."""
+        markup = None if final else self.markup
+        wanted = (part.text, markup is not None)
+        if index < len(self.messages):
+            if self._shown[index] != wanted:
+                await self._edit(index, part, markup)
+                self._shown[index] = wanted
+        else:
+            self.messages.append(await self._send(part, markup, reply=index == 0))
+            self._shown.append(wanted)
+
+    async def _send(
+        self, part: Part, markup: InlineKeyboardMarkup | None, *, reply: bool
+    ) -> Message:
+        where = self._where(reply=reply)
+
+        async def formatted() -> Message:
+            return await self.bot.send_message(
+                self.chat_id, part.text, entities=entities_of(part), reply_markup=markup, **where
+            )
+
+        async def plain() -> Message:
+            return await self.bot.send_message(
+                self.chat_id, part.plain, reply_markup=markup, **where
+            )
+
+        try:
+            try:
+                return await with_flood_wait(formatted)
+            except BadRequest as exc:
+                if not is_parse_error(exc):
+                    raise
+                log.warning("Telegram rejected the formatting (%s); sending plain text", exc)
+                return await with_flood_wait(plain)
+        except Forbidden as exc:
+            raise ChatUnavailable(str(exc)) from exc
+
+    async def _edit(self, index: int, part: Part, markup: InlineKeyboardMarkup | None) -> None:
+        message_id = self.messages[index].message_id
+
+        async def edit(text: str, entities: list[MessageEntity] | None) -> None:
+            await self.bot.edit_message_text(
+                text, self.chat_id, message_id, entities=entities, reply_markup=markup
+            )
+
+        try:
+            try:
+                await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+            except BadRequest as exc:
+                if "not modified" in str(exc).lower():
+                    pass
+                elif is_parse_error(exc):
+                    await with_flood_wait(lambda: edit(part.plain, None))
+                else:
+                    raise
+        except Forbidden as exc:
+            raise ChatUnavailable(str(exc)) from exc
+
+    def _where(self, *, reply: bool = True) -> dict[str, object]:
+        where: dict[str, object] = {}
+        if self.thread_id:
+            where["message_thread_id"] = self.thread_id
+        if reply and self.reply_to is not None:
+            where["reply_parameters"] = ReplyParameters(
+                self.reply_to, allow_sending_without_reply=True
+            )
+        return where

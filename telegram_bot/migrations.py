@@ -1,0 +1,106 @@
+"""The numbered schema migrations of the SQLite store.
+
+An append-only list: a migration, once released, is never edited; a change is a new function at
+the end. Each runs in its own transaction and is recorded by name in `_migrations`, so opening
+any older database brings it up to date and opening a current one does nothing. Each function's
+docstring says why it exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+async def m001_initial(db: aiosqlite.Connection) -> None:
+    """Chats, their settings, and every message ever exchanged.
+
+    Messages are never deleted: /reset sets `archived`, so the history a user built stays on
+    their own disk. `tokens` is counted once, when the message is stored, so building a prompt
+    never re-tokenises the history. `status` tells a complete reply from one cut short. The
+    index serves the hot query: the newest live messages of one chat.
+    """
+    await db.execute(
+        """
+        CREATE TABLE chats (
+            chat_id    INTEGER NOT NULL,
+            thread_id  INTEGER NOT NULL DEFAULT 0,
+            kind       TEXT    NOT NULL,
+            title      TEXT,
+            active     INTEGER NOT NULL DEFAULT 1,
+            created_at REAL    NOT NULL,
+            updated_at REAL    NOT NULL,
+            PRIMARY KEY (chat_id, thread_id)
+        ) WITHOUT ROWID
+        """
+    )
+    await db.execute(
+        """
+        CREATE TABLE chat_settings (
+            chat_id    INTEGER PRIMARY KEY,
+            persona    TEXT,
+            updated_by INTEGER,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    await db.execute(
+        """
+        CREATE TABLE messages (
+            id                INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id           INTEGER NOT NULL,
+            thread_id         INTEGER NOT NULL DEFAULT 0,
+            role              TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            author_id         INTEGER,
+            author_name       TEXT,
+            text              TEXT    NOT NULL,
+            tokens            INTEGER NOT NULL,
+            status            TEXT    NOT NULL DEFAULT 'complete'
+                              CHECK (status IN ('complete', 'partial', 'stopped', 'failed')),
+            archived          INTEGER NOT NULL DEFAULT 0,
+            tg_message_id     INTEGER,
+            reply_to          INTEGER REFERENCES messages (id),
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            created_at        REAL    NOT NULL
+        )
+        """
+    )
+    await db.execute("CREATE INDEX messages_live ON messages (chat_id, thread_id, archived, id)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+
+
+async def migrate(db: aiosqlite.Connection) -> list[str]:
+    """Applies the migrations this database lacks, in order; returns their names.
+
+    Expects a connection in autocommit mode (isolation_level=None): transactions are explicit.
+    """
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    async with db.execute("SELECT name FROM _migrations") as cursor:
+        done = {row[0] for row in await cursor.fetchall()}
+    applied: list[str] = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await migration(db)
+            await db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
+            )
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+        applied.append(name)
+    return applied

@@ -1,0 +1,95 @@
+"""Domain records shared by the engine, the store and the adapters. No behaviour, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Status(StrEnum):
+    """How a stored turn ended; only `complete` replies are certain to be whole."""
+
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # the model stream broke or the process stopped mid-reply
+    STOPPED = "stopped"  # the user pressed Stop / sent /stop
+    FAILED = "failed"  # no text came back at all; kept for the record, never sent to the model
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ChatKey:
+    """Which conversation a message belongs to: a Telegram chat, or a topic inside a forum.
+
+    `thread_id` is 0 outside forum topics. The console uses chat_id 0, which Telegram never does.
+    """
+
+    chat_id: int
+    thread_id: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.chat_id}:{self.thread_id}" if self.thread_id else str(self.chat_id)
+
+
+CONSOLE_CHAT = ChatKey(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    user_id: int | None
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stored message of a conversation."""
+
+    id: int
+    chat: ChatKey
+    role: Role
+    text: str
+    tokens: int
+    created_at: datetime
+    author: Author | None = None
+    status: Status = Status.COMPLETE
+    tg_message_id: int | None = None
+    archived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    """A turn about to be stored; the store assigns id and timestamp."""
+
+    chat: ChatKey
+    role: Role
+    text: str
+    tokens: int
+    author: Author | None = None
+    status: Status = Status.COMPLETE
+    tg_message_id: int | None = None
+    reply_to: int | None = None
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    key: ChatKey
+    kind: str
+    title: str | None
+    active: bool = True

@@ -1,0 +1,45 @@
+"""The storage interface the engine and the adapters depend on, and the factory that opens one.
+
+The bot talks to storage only through `Store`, a small Protocol, so a second backend (PostgreSQL
+for webhook replicas) can be dropped in and run the very same tests in `tests/test_store.py`,
+which are parametrised over every backend. SQLite (`sqlite_store.py`) is the embedded default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from .models import Chat, ChatKey, NewTurn, Turn
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connects and brings the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
+        """Stores one message durably (committed on return) and returns its id."""
+
+    async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
+        """The newest live (not archived, not failed) turns whose tokens fit, oldest first."""
+
+    async def archive(self, chat: ChatKey) -> int:
+        """Marks every live turn of the chat archived; returns how many. Nothing is deleted."""
+
+    async def get_chat(self, chat: ChatKey) -> Chat | None: ...
+
+    async def set_chat_active(self, chat_id: int, active: bool) -> None: ...
+
+    async def get_persona(self, chat_id: int) -> str | None: ...
+
+    async def set_persona(self, chat_id: int, persona: str | None, by_user: int | None) -> None: ...
+
+    async def count_turns(self, chat: ChatKey, *, include_archived: bool = False) -> int: ...
+
+
+def open_sqlite(path: Path) -> Store:
+    from .sqlite_store import SQLiteStore
+
+    return SQLiteStore(path)

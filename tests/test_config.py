@@ -1,0 +1,77 @@
+"""Settings: defaults that work, clear one-line errors, and the CLI's exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telegram_bot.config import OPENAI_DEFAULT_BASE_URL, load_settings
+from telegram_bot.errors import ConfigError
+
+TOKEN = "123456:ABCDEFGHIJKLMNOP"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_with_only_the_two_keys() -> None:
+    s = load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-x"}, None)
+    assert s.openai_model == "gpt-4o-mini"
+    assert s.openai_base_url == OPENAI_DEFAULT_BASE_URL
+    assert s.database_path == Path("data/bot.sqlite3")
+    assert s.streaming is True
+
+
+def test_local_server_needs_no_api_key() -> None:
+    s = load_settings(
+        {"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_BASE_URL": "http://localhost:11434/v1/"}, None
+    )
+    assert s.openai_base_url == "http://localhost:11434/v1"
+    assert s.openai_api_key == ""
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nOPENAI_API_KEY=sk-file\nOPENAI_MODEL=a\n")
+    s = load_settings({"OPENAI_MODEL": "b"}, env_file)
+    assert (s.openai_api_key, s.openai_model) == ("sk-file", "b")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_BOT_TOKEN": "nonsense"}, "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_BOT_TOKEN": TOKEN}, "OPENAI_API_KEY"),
+        ({"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "k", "STREAMING": "maybe"}, "STREAMING"),
+        ({"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "x"}, "BASE_URL"),
+        ({"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "k", "MAX_OUTPUT_TOKENS": "lots"}, "MAX"),
+    ],
+)
+def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env, None)
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    s = load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-secret-value"}, None)
+    assert TOKEN not in repr(s) and "sk-secret-value" not in repr(s)
+
+
+def test_cli_exits_2_with_one_line_when_the_token_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "OPENAI_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "telegram_bot"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TELEGRAM_BOT_TOKEN" in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,72 @@
+"""Token counting works offline, for any model name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telegram_bot import tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("llama3.1:8b", "o200k_base"),
+        ("qwen2.5-coder", "o200k_base"),
+        ("openai/gpt-4o", "o200k_base"),
+        ("", "o200k_base"),
+        ("text-davinci-003", "o200k_base"),  # p50k is not available offline: fall back
+    ],
+)
+def test_every_model_name_gets_an_offline_encoding(model: str, encoding: str) -> None:
+    assert tokens.encoding_name_for(model) == encoding
+    assert tokens.count_text("The quick brown fox", model) > 0
+
+
+def test_counts_match_the_real_tokenizer() -> None:
+    # Known values of tiktoken's o200k_base / cl100k_base for this sentence.
+    assert tokens.count_text("hello world", "gpt-4o") == 2
+    assert tokens.count_text("tiktoken is great!", "gpt-4") == 6
+
+
+def test_chat_format_overhead_is_counted() -> None:
+    messages = [{"role": "system", "content": "hi"}, {"role": "user", "content": "hi"}]
+    bare = 2 * tokens.count_text("hi")
+    assert tokens.count_messages(messages) == bare + 2 * tokens.TOKENS_PER_MESSAGE + 3
+
+
+def test_special_token_text_is_counted_not_refused() -> None:
+    assert tokens.count_text("<|endoftext|> is just text here") > 3
+
+
+def test_counting_works_with_networking_disabled(tmp_path: Path) -> None:
+    """A fresh process with sockets disabled and an empty cache still counts tokens."""
+    script = f"""
+import socket
+def refuse(*a, **k):
+    raise OSError("network disabled in this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+from pathlib import Path
+from telegram_bot import tokens
+tokens.set_cache_dir(Path({str(tmp_path / "cache")!r}))
+print(tokens.count_text("hello world", "gpt-4o"), tokens.count_text("hello world", "gpt-4"))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "2"]
