@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Update
@@ -50,6 +50,13 @@ class Services:
     llm: LLM
     engine: Conversation
     bot_username: str = ""
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        """Runs start-up work off the critical path; cancelled at shutdown if still running."""
+        task = asyncio.create_task(coroutine, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
 
 class Context(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
@@ -139,12 +146,15 @@ async def _post_init(application: BotApp) -> None:
     loop.run_in_executor(None, tokens.warm, services.settings.openai_model)
     from .handlers.commands import publish_commands
 
-    application.create_task(publish_commands(application.bot), name="publish-commands")
+    services.spawn(publish_commands(application.bot), name="publish-commands")
     log.info("Bot @%s is up; model %s", application.bot.username, services.settings.openai_model)
 
 
 async def _post_shutdown(application: BotApp) -> None:
     services = services_of(application)
+    for task in list(services.background):
+        task.cancel()
+    await asyncio.gather(*services.background, return_exceptions=True)
     await services.llm.close()
     await services.store.close()
     log.info("Bot stopped; database closed")

@@ -86,6 +86,12 @@ class LLM:
             max_retries=s.openai_max_retries,
         )
 
+    @property
+    def _create(self) -> Any:
+        """`chat.completions.create`, untyped: our messages are plain dicts, and its overloads
+        differ between SDK versions."""
+        return self.client.chat.completions.create
+
     def warm(self) -> None:
         """Imports the SDK and builds the client; meant for a worker thread at start-up."""
         _ = self.client
@@ -142,10 +148,8 @@ class LLM:
         self, messages: Sequence[Message], model: str, max_tokens: int | None
     ) -> Completion:
         try:
-            response = await self.client.chat.completions.create(
-                model=model,
-                messages=list(messages),
-                **_limit(max_tokens),  # type: ignore[arg-type]
+            response = await self._create(
+                model=model, messages=list(messages), **_limit(max_tokens)
             )
         except Exception as exc:
             raise translate(exc, self._settings) from exc
@@ -167,12 +171,7 @@ class LLM:
         if base not in self._no_stream_options:
             extra["stream_options"] = {"include_usage": True}
         try:
-            stream = await self.client.chat.completions.create(
-                model=model,
-                messages=list(messages),
-                stream=True,
-                **extra,  # type: ignore[arg-type]
-            )
+            stream = await self._create(model=model, messages=list(messages), stream=True, **extra)
         except Exception as exc:
             if "stream_options" in extra and "stream_options" in str(exc):
                 log.info("The model server rejects stream_options; usage will be estimated")

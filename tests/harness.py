@@ -8,15 +8,32 @@ database file.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from telegram_bot.app import BotApp, build_application
 from telegram_bot.config import Settings
 
 TOKEN = "123456789:TEST-token-abcdefghijklmnop"
 API_KEY = "sk-test-0123456789abcdefSECRET"
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], T], done: Callable[[T], bool], within: float = 10.0) -> T:
+    """Polls `probe` until `done` holds: for state the bot writes just after a visible call."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {within}s; last value: {value!r}")
+        await asyncio.sleep(0.01)
 
 
 def make_settings(tg_base_url: str, ai_base_url: str, db_path: Path, **overrides: Any) -> Settings:

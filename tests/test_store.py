@@ -76,9 +76,7 @@ async def test_archive_hides_turns_without_deleting_them(store: Store) -> None:
 
 async def test_failed_turns_are_kept_but_never_replayed(store: Store) -> None:
     await store.add_turn(turn("question"))
-    await store.add_turn(
-        NewTurn(CHAT, Role.ASSISTANT, "half an ans", 3, status=Status.PARTIAL)
-    )
+    await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "half an ans", 3, status=Status.PARTIAL))
     await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "", 3, status=Status.FAILED))
     texts = [(t.text, t.status) for t in await store.recent_turns(CHAT, 1000)]
     assert texts == [("question", Status.COMPLETE), ("half an ans", Status.PARTIAL)]

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
@@ -258,8 +258,8 @@ class TelegramReply:
         except Forbidden as exc:
             raise ChatUnavailable(str(exc)) from exc
 
-    def _where(self, *, reply: bool = True) -> dict[str, object]:
-        where: dict[str, object] = {}
+    def _where(self, *, reply: bool = True) -> dict[str, Any]:
+        where: dict[str, Any] = {}
         if self.thread_id:
             where["message_thread_id"] = self.thread_id
         if reply and self.reply_to is not None:

@@ -1,0 +1,56 @@
+"""Fixtures: the fake Bot API and OpenAI servers, and the real bot running against them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeOpenAI, FakeTelegram
+from tests.harness import TOKEN, RunningBot, make_settings
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def ai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "bot.sqlite3"
+
+
+@pytest.fixture
+def bot_factory(tg: FakeTelegram, ai: FakeOpenAI, db_path: Path) -> Callable[..., RunningBot]:
+    def make(**overrides: Any) -> RunningBot:
+        return RunningBot(make_settings(tg.base_url, ai.base_url, db_path, **overrides))
+
+    return make
+
+
+@pytest.fixture
+async def bot(bot_factory: Callable[..., RunningBot]) -> AsyncIterator[RunningBot]:
+    running = await bot_factory().start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def db(db_path: Path) -> Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Reads the bot's real SQLite file, as an owner with the sqlite3 shell would."""
+
+    def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(db_path) as conn:
+            return list(conn.execute(sql, params))
+
+    return query
