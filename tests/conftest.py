@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.harness import TOKEN, RunningBot, make_settings
+
+# CI runs the same examples every time, so a red build always reproduces; locally hypothesis
+# keeps exploring new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
