@@ -108,6 +108,12 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         """Nothing to release: locks vanish when idle."""
 
 
+def file_url(base_url: str) -> str:
+    """The file endpoint that goes with a Bot API base URL (`…/bot` → `…/file/bot`)."""
+    head, slash, tail = base_url.rstrip("/").rpartition("/")
+    return f"{head}{slash}file/{tail}" if slash else f"{base_url}/file"
+
+
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     store = store if store is not None else open_sqlite(settings.database_path)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
@@ -117,6 +123,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         ApplicationBuilder()
         .token(settings.telegram_bot_token)
         .base_url(settings.telegram_api_base_url)
+        .base_file_url(file_url(settings.telegram_api_base_url))
         .context_types(ContextTypes(context=Context))
         .request(HTTPXRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
         .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=60.0))
