@@ -22,7 +22,11 @@ log = logging.getLogger("telegram_bot")
 
 def _settings(require_token: bool) -> Settings:
     try:
-        return load_settings(require_token=require_token)
+        settings = load_settings(require_token=require_token)
+        from .personas import load_presets  # a broken PERSONAS_FILE is a settings error too
+
+        load_presets(settings.personas_file, max_chars=settings.max_persona_chars)
+        return settings
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
