@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHOWN_CHARS = 3000
 NOT_ALLOWED = "Only this group's admins can do that."
 PERSONA_USAGE = (
     "/persona — show the current persona\n"
@@ -91,7 +92,10 @@ async def persona(update: Update, context: Context) -> None:
         text = list_presets(context) if head == "list" else PERSONA_USAGE
         await message.reply_text(text, do_quote=True)
         return
-    # Everything below changes the chat.
+    # Everything below changes the chat: check the right first, so nobody is asked to fix a
+    # persona they may not set anyway.
+    if not await may_manage(update, context):
+        return
     if head == "use" and rest and len(rest.split()) == 1:
         preset = presets.get(rest.lower())
         if preset is None:
@@ -113,8 +117,6 @@ async def persona(update: Update, context: Context) -> None:
                 do_quote=True,
             )
             return
-    if not await may_manage(update, context):
-        return
     by = user.id if user is not None and message.sender_chat is None else None
     await services.store.set_persona(chat.id, new, by)
     log.info(
@@ -131,10 +133,13 @@ async def describe_persona(context: Context, chat_id: int) -> str:
     services = context.services
     stored = await services.store.get_persona(chat_id)
     if stored is None:
-        return f"Persona: the default.\n\n{services.settings.system_prompt}\n\n{PERSONA_USAGE}"
-    preset = preset_named(services.guard.presets, stored)
-    label = f"preset “{preset.name}”" if preset else "custom"
-    return f"Persona ({label}):\n\n{stored}\n\n{PERSONA_USAGE}"
+        label, text = "the default", services.settings.system_prompt
+    else:
+        preset = preset_named(services.guard.presets, stored)
+        label, text = (f"preset “{preset.name}”" if preset else "custom"), stored
+    if len(text) > SHOWN_CHARS:  # one Telegram message holds 4096 characters
+        text = text[:SHOWN_CHARS].rstrip() + " …"
+    return f"Persona ({label}):\n\n{text}\n\n{PERSONA_USAGE}"
 
 
 def list_presets(context: Context) -> str:
