@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from telegram_bot.personas import load_presets
 
 OWNER, ALICE, BOB = 1, 10, 20
 LISTED, OTHER = -100_1, -100_2
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def decide(policy: Policy, chat: int | None, user: int | None) -> Verdict:
@@ -159,3 +163,71 @@ def test_each_scope_sees_the_commands_that_apply_to_it() -> None:
     assert [name for name, _ in menu_for(ADMIN)] == ["help", "ask", "reset", "persona"]
     assert dict(menu_for(ADMIN))["persona"] == "Show or change my persona"
     assert dict(menu_for(GROUP))["persona"].startswith("Show the persona")
+
+
+def test_cli_check_rejects_a_broken_personas_file_with_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "personas.toml"
+    broken.write_text("[pirate]\ndescription = 'no prompt'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "OPENAI_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TELEGRAM_BOT_TOKEN="123456:ABCDEFGHIJKLMNOP",
+        OPENAI_API_KEY="sk-x",
+        PERSONAS_FILE=str(broken),
+        OWNER_IDS="1, 2",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "telegram_bot", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PERSONAS_FILE" in lines[0] and "pirate" in lines[0]
+
+
+def test_the_new_settings_parse_from_the_environment() -> None:
+    from telegram_bot.config import load_settings
+
+    s = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": "123456:ABCDEFGHIJKLMNOP",
+            "OPENAI_API_KEY": "k",
+            "OWNER_IDS": "1,2",
+            "ALLOWED_USER_IDS": "3; 4",
+            "ALLOWED_CHAT_IDS": "-1001",
+            "GROUP_CONTEXT_MESSAGES": "0",
+        },
+        None,
+    )
+    assert s.owner_ids == {1, 2} and s.allowed_user_ids == {3, 4}
+    assert s.allowed_chat_ids == {-1001} and s.group_context_messages == 0
+    assert (s.max_persona_chars, s.admin_cache_seconds, s.refusal_interval) == (4000, 300, 600)
+
+
+def test_mentions_are_found_by_utf16_offsets_and_only_for_this_bot() -> None:
+    from datetime import UTC, datetime
+
+    from telegram import Chat, Message, MessageEntity, User
+
+    from telegram_bot.handlers.group import mention_spans
+
+    text = "😀 привет @other_bot и @Test_Bot, как дела? TestBot"
+    utf16 = text.encode("utf-16-le")
+
+    def offset(part: str) -> int:
+        return utf16.index(part.encode("utf-16-le")) // 2
+
+    me = User(42, "TestBot", is_bot=True, username="test_bot")
+    entities = [
+        MessageEntity(MessageEntity.MENTION, offset("@other_bot"), 10),
+        MessageEntity(MessageEntity.MENTION, offset("@Test_Bot"), 9),
+        MessageEntity(MessageEntity.TEXT_MENTION, offset("TestBot"), 7, user=me),
+    ]
+    message = Message(1, datetime.now(UTC), Chat(-5, "group"), text=text, entities=entities)
+    spans = mention_spans(message, 42, "test_bot")
+    assert [text[a:b] for a, b in spans] == ["@Test_Bot", "TestBot"]
+    assert strip_mentions(text, spans, "TestBot") == "😀 привет @other_bot и TestBot, как дела?"
