@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -138,6 +138,15 @@ class Guard:
     refusals: RefusalLimiter
     admins: AdminCache
     presets: dict[str, Preset]
+
+    def follow_migration(self, old_chat_id: int, new_chat_id: int) -> bool:
+        """A group became a supergroup: if the old id was allowed, the new one is too (until
+        restart; the caller tells the owner to update ALLOWED_CHAT_IDS). True if it was added."""
+        policy = self.policy
+        if old_chat_id not in policy.allowed_chats or new_chat_id in policy.allowed_chats:
+            return False
+        self.policy = replace(policy, allowed_chats=policy.allowed_chats | {new_chat_id})
+        return True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:

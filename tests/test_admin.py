@@ -206,3 +206,27 @@ async def test_a_group_that_is_not_allowed_is_left(
         await replies(tg, 1, chat=CAROL)
     finally:
         await running.stop()
+
+
+async def test_an_allowed_group_stays_allowed_after_becoming_a_supergroup(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    old, new = -4343, -100_4343
+    running = await bot_factory(allowed_chat_ids=frozenset({old})).start()
+    try:
+        tg.push_update(
+            {
+                "message": {
+                    "message_id": 1,
+                    "date": 1,
+                    "chat": objects.chat(new, "supergroup"),
+                    "from": objects.user(ALICE),
+                    "migrate_from_chat_id": old,
+                }
+            }
+        )
+        say(tg, BOB, "@test_bot still there?", chat=new)
+        await replies(tg, 1, chat=new)
+        assert tg.calls_to("leaveChat") == []
+    finally:
+        await running.stop()

@@ -63,6 +63,9 @@ async def gate(update: object, context: Context) -> None:
     if chat is None and user is None:
         return  # polls and the like: nothing to check, and nothing acts on them
     guard = context.services.guard
+    if message is not None and chat is not None:
+        _follow_migration(message.migrate_from_chat_id, chat.id, context)
+        _follow_migration(chat.id, message.migrate_to_chat_id, context)
     verdict = guard.policy.decide(
         chat_id=chat.id if chat else None, private=private, user_id=user_id
     )
@@ -118,3 +121,15 @@ async def _leave(update: Update, context: Context, chat_id: int) -> None:
     except TelegramError as exc:
         log.warning("chat=%s could not leave: %s", chat_id, exc)
     await services.store.set_chat_active(chat_id, False)
+
+
+def _follow_migration(old: int | None, new: int | None, context: Context) -> None:
+    """Keeps an allowed group allowed after it becomes a supergroup (with a new chat id)."""
+    if old and new and context.services.guard.follow_migration(old, new):
+        log.warning(
+            "Allowed group %s is now supergroup %s: add %s to ALLOWED_CHAT_IDS "
+            "(it is allowed until the next restart)",
+            old,
+            new,
+            new,
+        )

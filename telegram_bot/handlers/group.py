@@ -266,6 +266,8 @@ async def redeliver_after_migration(context: Context, old: ChatKey, new_chat_id:
     """A reply failed because the group had just become a supergroup: move the chat, then
     deliver the stored reply (if any) to the new chat, so the question is still answered."""
     services = context.services
+    if services.guard.follow_migration(old.chat_id, new_chat_id):
+        log.warning("Allowed group %s is now %s: add it to ALLOWED_CHAT_IDS", old, new_chat_id)
     await follow_migration(services, old.chat_id, new_chat_id)
     history = await services.store.recent_turns(
         ChatKey(new_chat_id, old.thread_id), services.settings.history_token_budget
