@@ -22,11 +22,7 @@ log = logging.getLogger("telegram_bot")
 
 def _settings(require_token: bool) -> Settings:
     try:
-        settings = load_settings(require_token=require_token)
-        from .personas import load_presets  # a broken PERSONAS_FILE is a settings error too
-
-        load_presets(settings.personas_file, max_chars=settings.max_persona_chars)
-        return settings
+        return load_settings(require_token=require_token)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -37,7 +33,11 @@ def run_bot(settings: Settings) -> int:
 
     from .app import build_application
 
-    application = build_application(settings)
+    try:
+        application = build_application(settings)
+    except ConfigError as exc:  # e.g. a broken PERSONAS_FILE
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
     return 0
 
@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings.log_level, (settings.telegram_bot_token, settings.openai_api_key))
     if args.command == "check":
+        from .personas import load_presets
+
+        try:
+            load_presets(settings.personas_file, max_chars=settings.max_persona_chars)
+        except ConfigError as exc:
+            print(f"Configuration error: {exc}", file=sys.stderr)
+            return 2
         print(f"Settings OK: model {settings.openai_model} at {settings.openai_base_url}")
         return 0
     if args.command == "chat":
