@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from telegram import Update
+from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
@@ -36,6 +36,11 @@ PERSONA_USAGE = (
 )
 
 
+def _in_group(message: Message) -> bool:
+    """Quote the command in a group (several people talk), not in a private chat."""
+    return message.chat.type != ChatType.PRIVATE
+
+
 async def may_manage(update: Update, context: Context) -> bool:
     """True if the sender may /reset or change this chat; otherwise says why, in one line."""
     message, chat, user = update.effective_message, update.effective_chat, update.effective_user
@@ -56,13 +61,14 @@ async def may_manage(update: Update, context: Context) -> bool:
         except TelegramError as exc:
             log.warning("chat=%s could not fetch the administrators: %s", chat.id, exc)
             await message.reply_text(
-                "I couldn't check who the admins are right now. Please try again.", do_quote=True
+                "I couldn't check who the admins are right now. Please try again.",
+                do_quote=_in_group(message),
             )
             return False
     if is_admin:
         return True
     log.info("chat=%s user %s refused: not an administrator", chat.id, user_id)
-    await message.reply_text(NOT_ALLOWED, do_quote=True)
+    await message.reply_text(NOT_ALLOWED, do_quote=_in_group(message))
     return False
 
 
@@ -83,14 +89,17 @@ async def persona(update: Update, context: Context) -> None:
     services = context.services
     presets = services.guard.presets
     argument = command_argument(message.text)
-    head, _, rest = argument.partition(" ")
-    head, rest = head.lower(), rest.strip()
+    parts = argument.split(maxsplit=1)
+    head = parts[0].lower() if parts else ""
+    rest = parts[1].strip() if len(parts) > 1 else ""
     if not argument:
-        await message.reply_text(await describe_persona(context, chat.id), do_quote=True)
+        await message.reply_text(
+            await describe_persona(context, chat.id), do_quote=_in_group(message)
+        )
         return
     if head in ("list", "help") and not rest:
         text = list_presets(context) if head == "list" else PERSONA_USAGE
-        await message.reply_text(text, do_quote=True)
+        await message.reply_text(text, do_quote=_in_group(message))
         return
     # Everything below changes the chat: check the right first, so nobody is asked to fix a
     # persona they may not set anyway.
@@ -101,7 +110,8 @@ async def persona(update: Update, context: Context) -> None:
         if preset is None:
             names = ", ".join(sorted(presets)) or "none configured"
             await message.reply_text(
-                f"There is no preset called “{rest}”. Presets: {names}.", do_quote=True
+                f"There is no preset called “{rest}”. Presets: {names}.",
+                do_quote=_in_group(message),
             )
             return
         new, label = preset.prompt, f"preset “{preset.name}”"
@@ -114,7 +124,7 @@ async def persona(update: Update, context: Context) -> None:
             await message.reply_text(
                 f"That persona is {len(argument):,} characters long; the limit is {limit:,}. "
                 "Please shorten it.",
-                do_quote=True,
+                do_quote=_in_group(message),
             )
             return
     by = user.id if user is not None and message.sender_chat is None else None
@@ -126,7 +136,9 @@ async def persona(update: Update, context: Context) -> None:
         by if by is not None else "an anonymous admin",
         len(new or services.settings.system_prompt),
     )
-    await message.reply_text(f"Done: from your next message I use {label}.", do_quote=True)
+    await message.reply_text(
+        f"Done: from your next message I use {label}.", do_quote=_in_group(message)
+    )
 
 
 async def describe_persona(context: Context, chat_id: int) -> str:
