@@ -168,11 +168,15 @@ async def test_bot_added_introduces_itself_and_removed_sends_nothing(
     tg.push_update(membership(GROUP, "left", "member"))
     [_, intro] = await replies(tg, 2)
     assert "mention me" in tg.visible_text(intro) and "/ask" in tg.visible_text(intro)
+    tg.push_update(membership(GROUP, "member", "administrator"))  # promoted: no second intro
+    say(tg, ALICE, "@test_bot still here?")
+    calls = await replies(tg, 3)
+    assert [c.params.get("reply_parameters") is not None for c in calls] == [True, False, True]
     tg.push_update(membership(GROUP, "member", "kicked"))
     await eventually(
         lambda: db("SELECT active FROM chats WHERE chat_id = ?", (GROUP,)), lambda r: r == [(0,)]
     )
-    assert len(sent(tg)) == 2, "nothing is sent after being removed"
+    assert len(sent(tg)) == 3, "nothing is sent after being removed"
 
 
 def membership(chat_id: int, old: str, new: str, by: int = ALICE) -> dict[str, Any]:
@@ -182,14 +186,16 @@ def membership(chat_id: int, old: str, new: str, by: int = ALICE) -> dict[str, A
             "chat": objects.chat(chat_id),
             "from": objects.user(by, NAMES.get(by, "Someone")),
             "date": 1,
-            "old_chat_member": {"status": old, "user": me, **_until(old)},
-            "new_chat_member": {"status": new, "user": me, **_until(new)},
+            "old_chat_member": _member(me, old),
+            "new_chat_member": _member(me, new),
         }
     }
 
 
-def _until(status: str) -> dict[str, Any]:
-    return {"until_date": 0} if status == "kicked" else {}
+def _member(user: dict[str, Any], status: str) -> dict[str, Any]:
+    if status in ("member", "administrator", "creator"):
+        return objects.chat_member(user, status)
+    return {"status": status, "user": user, **({"until_date": 0} if status == "kicked" else {})}
 
 
 async def test_migration_to_a_supergroup_keeps_history_and_persona(
