@@ -267,3 +267,14 @@ async def test_command_menu_per_scope(bot: RunningBot, tg: FakeTelegram) -> None
     assert names("all_group_chats") == {"help", "ask", "persona"}
     assert names("all_chat_administrators") == {"help", "ask", "reset", "persona"}
     assert {c["command"] for c in tg.my_commands()} == names("all_private_chats")
+
+
+async def test_a_question_replying_to_someone_carries_the_quoted_message(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    claim = say(tg, CAROL, "The Eiffel Tower is 330 m tall")
+    say(tg, BOB, "@test_bot is this true?", reply_to_message_id=claim)
+    await replies(tg, 1)
+    assert ai.requests[0].messages[-1]["content"] == (
+        'Bob: [replying to Carol: "The Eiffel Tower is 330 m tall"]\nis this true?'
+    )

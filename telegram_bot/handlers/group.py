@@ -40,6 +40,7 @@ _PRESENT = frozenset(
 )
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{3,64}))?(?:\s+|$)")
 _EDGE_PUNCTUATION = " \t\n,:;\u00a0"
+QUOTE_CHARS = 1000  # of a replied-to message, shown to the model with the question
 
 
 # -- addressing (pure helpers over a Message) -------------------------------------------------
@@ -112,6 +113,24 @@ def addressed_text(message: Message, bot: Bot) -> str | None:
     return None
 
 
+def with_quote(message: Message, text: str, bot_id: int) -> str:
+    """Prefixes the message the user replied to ("@bot is this true?" as a reply to Carol), so
+    the model knows what "this" is even when privacy mode hid that message from the bot."""
+    replied = message.reply_to_message
+    if replied is None or replied.forum_topic_created is not None:
+        return text
+    if replied.from_user is not None and replied.from_user.id == bot_id:
+        return text  # the bot's own message is already in the history
+    quoted = message.quote.text if message.quote else (replied.text or replied.caption or "")
+    if not quoted.strip():
+        return text
+    if len(quoted) > QUOTE_CHARS:
+        quoted = quoted[:QUOTE_CHARS].rstrip() + "…"
+    author = author_of_message(replied)
+    name = author.name if author else "someone"
+    return f'[replying to {name}: "{quoted.strip()}"]\n{text}'
+
+
 def is_for_me(message: Message, bot: Bot) -> bool:
     """Whether a group message asks something of the bot (for refusals: never answer chatter)."""
     text = message.text or ""
@@ -161,7 +180,7 @@ async def on_group_text(update: Update, context: Context) -> None:
         return
     from .chat import on_text
 
-    await on_text(update, context, text=text)
+    await on_text(update, context, text=with_quote(message, text, context.bot.id))
 
 
 async def on_ask(update: Update, context: Context) -> None:
@@ -175,7 +194,7 @@ async def on_ask(update: Update, context: Context) -> None:
         return
     from .chat import on_text
 
-    await on_text(update, context, text=question)
+    await on_text(update, context, text=with_quote(message, question, context.bot.id))
 
 
 async def overhear(update: Update, context: Context) -> None:
