@@ -33,7 +33,11 @@ def run_bot(settings: Settings) -> int:
 
     from .app import build_application
 
-    application = build_application(settings)
+    try:
+        application = build_application(settings)
+    except ConfigError as exc:  # e.g. a broken PERSONAS_FILE
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
     return 0
 
@@ -47,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings.log_level, (settings.telegram_bot_token, settings.openai_api_key))
     if args.command == "check":
+        from .personas import load_presets
+
+        try:
+            load_presets(settings.personas_file, max_chars=settings.max_persona_chars)
+        except ConfigError as exc:
+            print(f"Configuration error: {exc}", file=sys.stderr)
+            return 2
         print(f"Settings OK: model {settings.openai_model} at {settings.openai_base_url}")
         return 0
     if args.command == "chat":

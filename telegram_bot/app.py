@@ -28,6 +28,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from . import tokens
+from .access import Guard
 from .config import Settings
 from .conversation import Conversation
 from .llm import LLM
@@ -49,6 +50,7 @@ class Services:
     store: Store
     llm: LLM
     engine: Conversation
+    guard: Guard  # group chats, personas and admin control (issue 4)
     bot_username: str = ""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -118,7 +120,8 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     store = store if store is not None else open_sqlite(settings.database_path)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
     llm = LLM(settings)
-    services = Services(settings, store, llm, Conversation(store, llm, settings))
+    guard = Guard.from_settings(settings)
+    services = Services(settings, store, llm, Conversation(store, llm, settings), guard)
     application: BotApp = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token)
@@ -154,6 +157,9 @@ async def _post_init(application: BotApp) -> None:
     from .handlers.commands import publish_commands
 
     services.spawn(publish_commands(application.bot), name="publish-commands")
+    from .handlers.group import log_privacy_mode
+
+    log_privacy_mode(application.bot.can_read_all_group_messages, services.settings)
     log.info("Bot @%s is up; model %s", application.bot.username, services.settings.openai_model)
 
 

@@ -118,6 +118,15 @@ class Settings:
     max_input_chars: int = _setting("MAX_INPUT_CHARS", _int(1, 1_000_000), 16_000)
     tiktoken_cache_dir: Path | None = _setting("TIKTOKEN_CACHE_DIR", Path, None)
     max_concurrent_updates: int = _setting("MAX_CONCURRENT_UPDATES", _int(1, 100_000), 1024)
+    # Group chats, personas and admin control (issue 4).
+    owner_ids: frozenset[int] = _setting("OWNER_IDS", _ids, frozenset())
+    allowed_user_ids: frozenset[int] = _setting("ALLOWED_USER_IDS", _ids, frozenset())
+    allowed_chat_ids: frozenset[int] = _setting("ALLOWED_CHAT_IDS", _ids, frozenset())
+    group_context_messages: int = _setting("GROUP_CONTEXT_MESSAGES", _int(0, 1000), 20)
+    admin_cache_seconds: float = _setting("ADMIN_CACHE_SECONDS", _float(0.0), 300.0)
+    personas_file: Path | None = _setting("PERSONAS_FILE", Path, None)
+    max_persona_chars: int = _setting("MAX_PERSONA_CHARS", _int(1, 100_000), 4000)
+    refusal_interval: float = _setting("REFUSAL_INTERVAL", _float(0.0), 600.0)
 
     @property
     def uses_openai(self) -> bool:

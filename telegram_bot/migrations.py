@@ -74,7 +74,19 @@ async def m001_initial(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX messages_live ON messages (chat_id, thread_id, archived, id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+async def m003_overheard_messages(db: aiosqlite.Connection) -> None:
+    """Group messages the bot saw but was not addressed with ("overheard").
+
+    In a group the bot keeps the last few messages not meant for it, so "@bot what do you
+    think about that?" has something to refer to. They are ordinary user turns (same table,
+    same history order, counted once) flagged `overheard = 1`: they never trigger a reply, and
+    the store keeps only the newest N of them after the chat's last addressed message, deleting
+    older chatter instead of archiving it, because nobody asked the bot to remember it.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN overheard INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m003_overheard_messages)
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

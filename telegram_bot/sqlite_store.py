@@ -183,3 +183,75 @@ class SQLiteStore:
         async with self.db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    async def add_overheard(self, turn: NewTurn, *, keep: int, chat_kind: str = "group") -> int:
+        now = time.time()
+        chat = (turn.chat.chat_id, turn.chat.thread_id)
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
+                (*chat, chat_kind, now, now),
+            )
+            cursor = await db.execute(
+                "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
+                "tokens, tg_message_id, overheard, created_at) "
+                "VALUES (?, ?, 'user', ?, ?, ?, ?, ?, 1, ?)",
+                (
+                    *chat,
+                    turn.author.user_id if turn.author else None,
+                    turn.author.name if turn.author else None,
+                    turn.text,
+                    turn.tokens,
+                    turn.tg_message_id,
+                    now,
+                ),
+            )
+            # Chatter since the last addressed turn beyond the newest `keep` is dropped.
+            await db.execute(
+                """
+                DELETE FROM messages
+                WHERE chat_id = ? AND thread_id = ? AND overheard = 1 AND archived = 0
+                  AND id > COALESCE((SELECT MAX(id) FROM messages WHERE chat_id = ?
+                                     AND thread_id = ? AND overheard = 0), 0)
+                  AND id NOT IN (SELECT id FROM messages WHERE chat_id = ? AND thread_id = ?
+                                 AND overheard = 1 ORDER BY id DESC LIMIT ?)
+                """,
+                (*chat, *chat, *chat, max(keep, 1)),
+            )
+        if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for INSERT
+            raise RuntimeError("insert returned no row id")
+        return cursor.lastrowid
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
+        # Every table keyed by chat id moves, including those later migrations add (summaries,
+        # usage), so a new feature's data follows a migrated group without touching this code.
+        async with self._transaction() as db:
+            tables = await self._tables_with_chat_id(db)
+            moved = 0
+            for table in tables:
+                # Table names come from sqlite_master, never from input; values are parameters.
+                cursor = await db.execute(
+                    f'UPDATE OR IGNORE "{table}" SET chat_id = ? WHERE chat_id = ?',
+                    (new_chat_id, old_chat_id),
+                )
+                if table == "messages":
+                    moved = cursor.rowcount
+                # Rows the new id already had (a unique key) win; the old duplicates go.
+                await db.execute(f'DELETE FROM "{table}" WHERE chat_id = ?', (old_chat_id,))
+        return moved
+
+    @staticmethod
+    async def _tables_with_chat_id(db: aiosqlite.Connection) -> list[str]:
+        async with db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name != '_migrations' ORDER BY name"
+        ) as cursor:
+            names = [row[0] for row in await cursor.fetchall()]
+        found = []
+        for name in names:
+            async with db.execute(f'PRAGMA table_info("{name}")') as cursor:
+                if any(row[1] == "chat_id" for row in await cursor.fetchall()):
+                    found.append(name)
+        return found

@@ -38,6 +38,18 @@ class Store(Protocol):
 
     async def count_turns(self, chat: ChatKey, *, include_archived: bool = False) -> int: ...
 
+    async def add_overheard(self, turn: NewTurn, *, keep: int, chat_kind: str = "group") -> int:
+        """Stores a group message not addressed to the bot as context for the next one that is.
+
+        It joins the history like any user turn, but of the overheard messages after the chat's
+        last addressed turn only the newest `keep` are kept; older ones are deleted.
+        """
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
+        """Moves everything stored for a chat (history, summaries, settings) to a new id, in one
+        transaction: a group that became a supergroup. Where the new id already has a row that
+        must be unique (settings), the new one wins. Returns how many messages moved."""
+
 
 def open_sqlite(path: Path) -> Store:
     from .sqlite_store import SQLiteStore

@@ -134,3 +134,64 @@ async def test_concurrent_writes_from_many_tasks_all_land(store: Store) -> None:
     await asyncio.gather(*(store.add_turn(turn(f"hello {c.chat_id}", chat=c)) for c in chats))
     counts = await asyncio.gather(*(store.count_turns(c) for c in chats))
     assert counts == [1] * 50
+
+
+GROUP = ChatKey(-500)
+
+
+def said(text: str, chat: ChatKey = GROUP, name: str = "Bob") -> NewTurn:
+    return NewTurn(chat=chat, role=Role.USER, text=text, tokens=5, author=Author(8, name))
+
+
+async def test_overheard_messages_join_the_history_but_only_the_newest_are_kept(
+    store: Store,
+) -> None:
+    for i in range(3):
+        await store.add_overheard(said(f"early {i}"), keep=2)
+    await store.add_turn(turn("@bot what about that?", chat=GROUP))
+    await store.add_turn(turn("An answer.", role=Role.ASSISTANT, chat=GROUP))
+    for i in range(5):
+        await store.add_overheard(said(f"late {i}"), keep=2)
+    texts = [t.text for t in await store.recent_turns(GROUP, 1000)]
+    # Chatter before the addressed turn was its context and stays; later chatter is trimmed
+    # to the newest two; every message appears once, in the order it was said.
+    assert texts == [
+        "early 1",
+        "early 2",
+        "@bot what about that?",
+        "An answer.",
+        "late 3",
+        "late 4",
+    ]
+    assert (await store.recent_turns(GROUP, 1000))[0].author == Author(8, "Bob")
+    assert await store.recent_turns(ChatKey(-500, 7), 1000) == []
+
+
+async def test_a_migrated_group_keeps_its_history_and_settings(store: Store) -> None:
+    new = ChatKey(-1_000_000_500)
+    await store.add_turn(turn("before migration", chat=GROUP), chat_kind="group")
+    await store.add_overheard(said("chatter"), keep=5)
+    await store.add_turn(turn("topic message", chat=ChatKey(GROUP.chat_id, 3)))
+    await store.set_persona(GROUP.chat_id, "You are a pirate.", by_user=7)
+    assert await store.move_chat(GROUP.chat_id, new.chat_id) == 3
+    assert [t.text for t in await store.recent_turns(new, 1000)] == [
+        "before migration",
+        "chatter",
+    ]
+    assert [t.chat for t in await store.recent_turns(ChatKey(new.chat_id, 3), 1000)] == [
+        ChatKey(new.chat_id, 3)
+    ]
+    assert await store.recent_turns(GROUP, 1000) == []
+    assert await store.get_persona(new.chat_id) == "You are a pirate."
+    assert await store.get_persona(GROUP.chat_id) is None
+    chat = await store.get_chat(new)
+    assert chat is not None and chat.kind == "group"
+    assert await store.move_chat(GROUP.chat_id, new.chat_id) == 0, "a second move is a no-op"
+
+
+async def test_moving_onto_a_chat_with_its_own_settings_keeps_the_newer(store: Store) -> None:
+    await store.set_persona(1, "old persona", by_user=7)
+    await store.set_persona(2, "new persona", by_user=7)
+    await store.move_chat(1, 2)
+    assert await store.get_persona(2) == "new persona"
+    assert await store.get_persona(1) is None

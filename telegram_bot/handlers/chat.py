@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.constants import ChatType
+from telegram.error import ChatMigrated
 
 from ..conversation import Incoming
 from ..errors import InputTooLong, ModelError
 from ..models import Author
 from .commands import chat_key
+from .group import author_of_message, redeliver_after_migration
 from .sender import ChatUnavailable, TelegramReply
 
 if TYPE_CHECKING:
@@ -21,13 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def author_of(update: Update) -> Author | None:
-    user = update.effective_user
-    if user is None:
-        return None
-    return Author(user.id, user.full_name or user.username or str(user.id))
+    message = update.effective_message
+    return author_of_message(message) if message is not None else None
 
 
-async def on_text(update: Update, context: Context) -> None:
+async def on_text(update: Update, context: Context, *, text: str | None = None) -> None:
+    """Answers a message; `text` replaces the message's own (a group mention stripped, /ask)."""
     message = update.effective_message
     chat = update.effective_chat
     if message is None or chat is None or message.text is None:
@@ -43,7 +44,7 @@ async def on_text(update: Update, context: Context) -> None:
         reply_to=None if private else message.message_id,
         private=private,
     )
-    text = message.text.strip()
+    text = (message.text if text is None else text).strip()
     if not text:
         return
     if len(text) > services.settings.max_input_chars:
@@ -62,5 +63,8 @@ async def on_text(update: Update, context: Context) -> None:
     except ChatUnavailable as exc:
         log.info("chat=%s cannot receive messages (%s); marking it inactive", key, exc)
         await services.store.set_chat_active(chat.id, False)
+    except ChatMigrated as exc:
+        log.info("chat=%s became supergroup %s while replying", key, exc.new_chat_id)
+        await redeliver_after_migration(context, key, exc.new_chat_id)
     finally:
         await sink.close()
