@@ -31,10 +31,13 @@ def _settings(require_token: bool) -> Settings:
 def run_bot(settings: Settings) -> int:
     from telegram import Update
 
-    from .app import build_application
+    from .app import build_application, stop_gracefully_on_signals
 
     application = build_application(settings)
-    application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    stop_gracefully_on_signals(application)
+    application.run_polling(
+        allowed_updates=Update.ALL_TYPES, drop_pending_updates=False, stop_signals=None
+    )
     return 0
 
 

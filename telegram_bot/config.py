@@ -118,6 +118,13 @@ class Settings:
     max_input_chars: int = _setting("MAX_INPUT_CHARS", _int(1, 1_000_000), 16_000)
     tiktoken_cache_dir: Path | None = _setting("TIKTOKEN_CACHE_DIR", Path, None)
     max_concurrent_updates: int = _setting("MAX_CONCURRENT_UPDATES", _int(1, 100_000), 1024)
+    # -- reliability (issue 5): owners, usage limits, the Stop button, shutdown --------------
+    owner_ids: frozenset[int] = _setting("OWNER_IDS", _ids, frozenset())
+    rate_limit_per_minute: int = _setting("RATE_LIMIT_PER_MINUTE", _int(0, 100_000), 0)
+    daily_token_limit_user: int = _setting("DAILY_TOKEN_LIMIT_USER", _int(0), 0)
+    daily_token_limit_chat: int = _setting("DAILY_TOKEN_LIMIT_CHAT", _int(0), 0)
+    stop_button: bool = _setting("STOP_BUTTON", _bool, False)
+    shutdown_grace: float = _setting("SHUTDOWN_GRACE", _float(0.0), 5.0)
 
     @property
     def uses_openai(self) -> bool:

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 COMMANDS = (
     ("help", "What I can do"),
     ("reset", "Start a fresh conversation"),
+    ("stop", "Stop the answer being written"),
+    ("retry", "Answer my last question again"),
+    ("usage", "Tokens you used today and this month"),
 )
 
 

@@ -8,7 +8,10 @@ has arrived after a short moment, and is renewed until the first text. The final
 rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
 fallback when Telegram rejects its formatting. Parts that are complete while the model is still
 writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
-the next preview wait; on a final message it waits and sends again.
+the next preview wait; on a final message it waits and sends again. A chat that cannot receive
+messages (bot blocked, chat not found) ends the previews at once and raises `ChatUnavailable`
+from the final send, so the handler marks the chat inactive instead of retrying. A part that
+Telegram still finds too long is sent as plain text in halves.
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ def entities_of(part: Part) -> list[MessageEntity]:
 def is_parse_error(exc: TelegramError) -> bool:
     text = str(exc).lower()
     return "can't parse" in text or "entit" in text
+
+
+def is_gone(exc: TelegramError) -> bool:
+    """The chat cannot receive messages: blocked, kicked, deactivated or deleted."""
+    return isinstance(exc, Forbidden) or (
+        isinstance(exc, BadRequest) and "chat not found" in str(exc).lower()
+    )
+
+
+def halves(text: str) -> list[str]:
+    """Splits a text Telegram found too long, at the newline (or space) nearest the middle."""
+    middle = len(text) // 2
+    cut = max(text.rfind("\n", 0, middle), text.rfind(" ", 0, middle))
+    cut = cut if cut > middle // 2 else middle
+    return [piece for piece in (text[:cut].strip(), text[cut:].strip()) if piece]
 
 
 async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
@@ -131,7 +149,14 @@ class TelegramReply:
     async def send_notice(self, text: str) -> None:
         """A short plain line in the chat (errors, refusals)."""
         await self.close()
-        await with_flood_wait(lambda: self.bot.send_message(self.chat_id, text, **self._where()))
+        try:
+            await with_flood_wait(
+                lambda: self.bot.send_message(self.chat_id, text, **self._where())
+            )
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
 
     # -- streaming preview -----------------------------------------------------------------
 
@@ -163,6 +188,8 @@ class TelegramReply:
                 self._next_show = time.monotonic() + float(seconds)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
+                if is_gone(exc):
+                    return  # no preview storm into a chat that is gone
 
     async def _preview(self, text: str) -> None:
         parts = render(text)
@@ -230,12 +257,32 @@ class TelegramReply:
             try:
                 return await with_flood_wait(formatted)
             except BadRequest as exc:
+                if "too long" in str(exc).lower():
+                    log.warning("Telegram found a part too long; sending it in two halves")
+                    return await self._send_halves(part.plain, markup, where)
                 if not is_parse_error(exc):
                     raise
                 log.warning("Telegram rejected the formatting (%s); sending plain text", exc)
                 return await with_flood_wait(plain)
-        except Forbidden as exc:
-            raise ChatUnavailable(str(exc)) from exc
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
+
+    async def _send_halves(
+        self, text: str, markup: InlineKeyboardMarkup | None, where: dict[str, Any]
+    ) -> Message:
+        first: Message | None = None
+        for piece in halves(text):
+            sent = await with_flood_wait(
+                lambda piece=piece: self.bot.send_message(  # type: ignore[misc]
+                    self.chat_id, piece, reply_markup=markup, **where
+                )
+            )
+            first = first or sent
+        if first is None:
+            raise BadRequest("message text is empty")
+        return first
 
     async def _edit(self, index: int, part: Part, markup: InlineKeyboardMarkup | None) -> None:
         message_id = self.messages[index].message_id
@@ -255,8 +302,10 @@ class TelegramReply:
                     await with_flood_wait(lambda: edit(part.plain, None))
                 else:
                     raise
-        except Forbidden as exc:
-            raise ChatUnavailable(str(exc)) from exc
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
 
     def _where(self, *, reply: bool = True) -> dict[str, Any]:
         where: dict[str, Any] = {}
