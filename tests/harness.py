@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from telegram_bot.app import BotApp, build_application
 from telegram_bot.config import Settings
+from telegram_bot.handlers.sender import TelegramReply
 
 TOKEN = "123456789:TEST-token-abcdefghijklmnop"
 API_KEY = "sk-test-0123456789abcdefSECRET"
@@ -63,6 +64,8 @@ class RunningBot:
         return self.app
 
     async def start(self) -> RunningBot:
+        # What one test's fake server taught the process (no drafts) must not leak into the next.
+        TelegramReply.drafts_refused = False
         app = build_application(self.settings)
         await app.initialize()
         if app.post_init is not None:
