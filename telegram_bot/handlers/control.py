@@ -61,10 +61,15 @@ async def stop_button(update: Update, context: Context) -> None:
 
 
 async def retry(update: Update, context: Context) -> None:
-    if update.effective_message is None:
+    message = update.effective_message
+    if message is None:
         return
     key = chat_key(update)
     user = update.effective_user
-    engine = context.services.engine
+    services = context.services
     user_id = user.id if user else None
-    await answer(update, context, key, lambda sink: engine.retry(key, sink, user_id))
+    refusal = await services.limits.check(user_id, key.chat_id)
+    if refusal is not None:  # a retry costs as much as a question
+        await message.reply_text(refusal.message())
+        return
+    await answer(update, context, key, lambda sink: services.engine.retry(key, sink, user_id))
