@@ -49,15 +49,18 @@ async def test_flood_control_slows_the_streaming_preview_instead_of_failing(
 
 
 async def test_flood_control_and_network_errors_on_polling_do_not_stop_the_bot(
-    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tg.drop_connection("getUpdates", 2)
-    tg.fail("getUpdates", status=429, retry_after=1)
-    tg.fail("getUpdates", status=502)
-    await tg.wait_for("getUpdates", lambda c: c.failed, count=4)
-    ai.enqueue("Still here.")
-    [reply] = await ask(tg, ALICE, "are you alive?")
+    with caplog.at_level(logging.WARNING):
+        tg.drop_connection("getUpdates", 2)
+        tg.fail("getUpdates", status=429, retry_after=1)
+        tg.fail("getUpdates", status=502)
+        await tg.wait_for("getUpdates", lambda c: c.failed, count=4)
+        ai.enqueue("Still here.")
+        [reply] = await ask(tg, ALICE, "are you alive?")
     assert tg.visible_text(reply) == "Still here."
+    assert "polling goes on" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "calm lines only"
 
 
 async def test_message_not_modified_is_ignored(
