@@ -71,7 +71,12 @@ class RunningBot:
         if app.post_init is not None:
             await app.post_init(app)
         assert app.updater is not None
-        await app.updater.start_polling(timeout=1, poll_interval=0.0)
+        await app.updater.start_polling(
+            timeout=1,
+            poll_interval=0.0,
+            # As run_polling does: polling faults go to the application's error handler.
+            error_callback=lambda exc: app.create_task(app.process_error(error=exc, update=None)),
+        )
         await app.start()
         self.app = app
         return self
