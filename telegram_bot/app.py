@@ -115,6 +115,9 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
 
 
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
+    from .handlers import register
+    from .handlers.flood import FloodWait
+
     store = store if store is not None else open_sqlite(settings.database_path)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
     llm = LLM(settings)
@@ -127,13 +130,12 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .request(HTTPXRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
         .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=60.0))
         .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates))
+        .rate_limiter(FloodWait())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
     )
     application.bot_data[_SERVICES] = services
-    from .handlers import register
-
     register(application)
     return application
 

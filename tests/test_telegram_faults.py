@@ -117,3 +117,34 @@ async def test_a_chat_that_is_gone_is_marked_inactive_without_a_retry_storm(
     [reply] = await ask(tg, ALICE, "I'm back")
     assert tg.visible_text(reply) == "Welcome back."
     assert db(sql, (ALICE,)) == [(1,)]
+
+
+async def test_flood_control_on_any_call_is_waited_out(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    tg.fail("sendMessage", status=429, retry_after=1, times=2)
+    tg.send_command(ALICE, "/help")
+    [help_] = await tg.wait_for("sendMessage", lambda c: not c.failed)
+    assert "/reset" in tg.visible_text(help_)
+    refused = [c for c in tg.calls_to("sendMessage") if c.failed]
+    assert len(refused) == 2 and help_.at - refused[-1].at >= 0.95
+    tg.fail("answerCallbackQuery", status=429, retry_after=1)
+    tg.send_callback(ALICE, help_.result["message_id"], "stop")
+    await tg.wait_for("answerCallbackQuery", lambda c: not c.failed)
+    assert len(tg.calls_to("answerCallbackQuery")) == 2
+
+
+async def test_flood_control_that_never_ends_gives_up_after_a_few_waits(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    tg.fail("sendMessage", status=429, retry_after=1, times=100, when=to(ALICE))
+    with caplog.at_level(logging.WARNING):
+        tg.send_command(ALICE, "/help")
+        await tg.wait_for("sendMessage", count=4, timeout=20)
+        ai.enqueue("Bob gets his answer.")
+        await ask(tg, BOB, "hello")
+        await eventually(lambda: caplog.text, lambda text: "answer dropped" in text)
+    assert len([c for c in tg.calls_to("sendMessage") if c.chat_id == ALICE]) == 4, (
+        "one try and three waits, no storm"
+    )
+    assert "answer dropped" in caplog.text

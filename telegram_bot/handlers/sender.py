@@ -8,7 +8,8 @@ has arrived after a short moment, and is renewed until the first text. The final
 rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
 fallback when Telegram rejects its formatting. Parts that are complete while the model is still
 writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
-the next preview wait; on a final message it waits and sends again. A chat that cannot receive
+the next preview wait; an edit waits and edits again, and a new message is waited out by
+`FloodWait` (flood.py), which does the same for every other Bot API call. A chat that cannot receive
 messages (bot blocked, chat not found) ends the previews at once and raises `ChatUnavailable`
 from the final send, so the handler marks the chat inactive instead of retrying. A part that
 Telegram still finds too long is sent as plain text in halves.
@@ -149,10 +150,8 @@ class TelegramReply:
     async def send_notice(self, text: str) -> None:
         """A short plain line in the chat (errors, refusals)."""
         await self.close()
-        try:
-            await with_flood_wait(
-                lambda: self.bot.send_message(self.chat_id, text, **self._where())
-            )
+        try:  # flood control on sendMessage is waited out by FloodWait (flood.py)
+            await self.bot.send_message(self.chat_id, text, **self._where())
         except TelegramError as exc:
             if is_gone(exc):
                 raise ChatUnavailable(str(exc)) from exc
@@ -255,7 +254,7 @@ class TelegramReply:
 
         try:
             try:
-                return await with_flood_wait(formatted)
+                return await formatted()  # FloodWait (flood.py) waits out flood control
             except BadRequest as exc:
                 if "too long" in str(exc).lower():
                     log.warning("Telegram found a part too long; sending it in two halves")
@@ -263,7 +262,7 @@ class TelegramReply:
                 if not is_parse_error(exc):
                     raise
                 log.warning("Telegram rejected the formatting (%s); sending plain text", exc)
-                return await with_flood_wait(plain)
+                return await plain()
         except TelegramError as exc:
             if is_gone(exc):
                 raise ChatUnavailable(str(exc)) from exc
@@ -274,11 +273,7 @@ class TelegramReply:
     ) -> Message:
         first: Message | None = None
         for piece in halves(text):
-            sent = await with_flood_wait(
-                lambda piece=piece: self.bot.send_message(  # type: ignore[misc]
-                    self.chat_id, piece, reply_markup=markup, **where
-                )
-            )
+            sent = await self.bot.send_message(self.chat_id, piece, reply_markup=markup, **where)
             first = first or sent
         if first is None:
             raise BadRequest("message text is empty")
