@@ -179,6 +179,9 @@ class Conversation:
                 count += 1
         return count
 
+    def is_writing(self, chat: ChatKey) -> bool:
+        return chat in self._inflight
+
     @property
     def busy(self) -> int:
         """How many replies are being written right now."""

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOTHING_TO_STOP = "Nothing to stop: I'm not writing anything right now."
+NOT_YOURS = "Only the person who asked can stop this answer."
+
+
+def _outcome(context: Context, key: ChatKey | None, stopper: int | None) -> str:
+    """Stops the chat's running reply if `stopper` may; says what happened."""
+    engine = context.services.engine
+    if key is not None and engine.stop(key, stopper):
+        return "Stopped."
+    if key is not None and engine.is_writing(key):
+        return NOT_YOURS
+    return NOTHING_TO_STOP
 
 
 def _stopper(update: Update) -> int | None:
@@ -39,8 +50,7 @@ async def stop_command(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    stopped = context.services.engine.stop(chat_key(update), _stopper(update))
-    await message.reply_text("Stopped." if stopped else NOTHING_TO_STOP)
+    await message.reply_text(_outcome(context, chat_key(update), _stopper(update)))
 
 
 async def stop_button(update: Update, context: Context) -> None:
@@ -52,10 +62,10 @@ async def stop_button(update: Update, context: Context) -> None:
     if message is not None:
         thread = getattr(message, "message_thread_id", None) if message.is_accessible else None
         key = ChatKey(message.chat.id, thread or 0)
-    stopped = key is not None and context.services.engine.stop(key, _stopper(update))
-    log.info("chat=%s Stop pressed: %s", key, "stopped" if stopped else "nothing running")
+    outcome = _outcome(context, key, _stopper(update))
+    log.info("chat=%s Stop pressed: %s", key, outcome)
     try:
-        await query.answer("Stopped." if stopped else NOTHING_TO_STOP)
+        await query.answer(outcome)
     except TelegramError as exc:  # the answer is cosmetic; the stop already happened
         log.debug("Could not answer the Stop button: %s", exc)
 
