@@ -80,16 +80,20 @@ async def test_message_not_modified_is_ignored(
 
 
 async def test_a_part_telegram_finds_too_long_is_sent_in_halves(
-    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
 ) -> None:
-    tg.fail("sendMessage", description="Bad Request: message is too long")
-    text = " ".join(f"word{i}" for i in range(400))
-    ai.enqueue(text)
-    tg.send_text(ALICE, "long one", user_id=ALICE)
-    await eventually(lambda: db("SELECT 1 FROM messages WHERE role = 'assistant'"), bool)
-    parts = final_messages(tg, ALICE)
-    assert len(parts) == 2
-    assert " ".join(tg.visible_text(p) for p in parts) == text
+    running = await bot_factory(streaming=False).start()  # one sendMessage: the final one
+    try:
+        tg.fail("sendMessage", description="Bad Request: message is too long")
+        text = " ".join(f"word{i}" for i in range(400))
+        ai.enqueue(text)
+        tg.send_text(ALICE, "long one", user_id=ALICE)
+        await eventually(lambda: db("SELECT 1 FROM messages WHERE role = 'assistant'"), bool)
+        parts = final_messages(tg, ALICE)
+        assert len(parts) == 2
+        assert " ".join(tg.visible_text(p) for p in parts) == text
+    finally:
+        await running.stop()
 
 
 @pytest.mark.parametrize(
