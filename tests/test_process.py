@@ -157,3 +157,51 @@ async def test_sigterm_lets_a_short_reply_finish(
     assert [tg.visible_text(c) for c in final_messages(tg, ALICE)] == ["Finished in time."]
     sql = "SELECT status FROM messages WHERE role = 'assistant'"
     assert await eventually(lambda: db(sql), bool) == [("complete",)]
+
+
+async def test_an_update_delivered_twice_is_stored_once_and_answered_once(
+    bot_factory: Callable[..., Any], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    """What Telegram does when the bot died before confirming an update."""
+    running = await bot_factory().start()
+    try:
+        update = tg.send_text(ALICE, "only once, please", user_id=ALICE)
+        await tg.wait_for("sendMessage")
+        await eventually(lambda: db("SELECT 1 FROM messages WHERE role = 'assistant'"), bool)
+        tg.push_update({"message": update["message"]})  # a new update_id, the same message
+        tg.send_text(ALICE, "next", user_id=ALICE)
+        await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == "Echo: next")
+        assert [r.last_user_text for r in ai.requests] == ["only once, please", "next"]
+        texts = [row[0] for row in db("SELECT text FROM messages WHERE role = 'user'")]
+        assert texts == ["only once, please", "next"]
+    finally:
+        await running.stop()
+
+
+async def test_a_stored_but_unanswered_message_delivered_again_is_answered_without_a_copy(
+    bot_factory: Callable[..., Any], tg: FakeTelegram, ai: FakeOpenAI, db: Query, db_path: Path
+) -> None:
+    from telegram_bot.models import ChatKey, NewTurn, Role
+    from telegram_bot.sqlite_store import SQLiteStore
+
+    message = tg.make_message(ALICE, "asked just before the crash", user_id=ALICE)
+    store = SQLiteStore(db_path)  # the state kill -9 left: question stored, no answer yet
+    await store.open()
+    await store.add_turn(
+        NewTurn(ChatKey(ALICE), Role.USER, message["text"], 7, tg_message_id=message["message_id"])
+    )
+    await store.close()
+    running = await bot_factory().start()
+    try:
+        tg.push_update({"message": message})
+        [reply] = await tg.wait_for("sendMessage")
+        assert tg.visible_text(reply) == "Echo: asked just before the crash"
+        sql = "SELECT role, text FROM messages ORDER BY id"
+        rows = await eventually(lambda: db(sql), lambda rows: len(rows) == 2)
+        assert rows == [
+            ("user", "asked just before the crash"),
+            ("assistant", "Echo: asked just before the crash"),
+        ]
+        assert [m["content"] for m in ai.requests[0].messages[1:]] == [message["text"]]
+    finally:
+        await running.stop()
