@@ -103,8 +103,12 @@ class Soak:
             self.tg.fail(method, status=429, retry_after=1, times=10**9, when=sometimes)
 
     async def flaky_polling(self) -> None:
-        while time.monotonic() < self.deadline:
+        """Drops a long poll now and then, while the chats are busy (so the drop is consumed
+        at once); never near the end, where it would hit the shutdown's final getUpdates."""
+        while True:
             await asyncio.sleep(self.rng.uniform(5, 15))
+            if time.monotonic() > self.deadline - 20:
+                return
             self.tg.drop_connection("getUpdates")
 
     # -- the users ---------------------------------------------------------------------------

@@ -8,11 +8,11 @@ has arrived after a short moment, and is renewed until the first text. The final
 rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
 fallback when Telegram rejects its formatting. Parts that are complete while the model is still
 writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
-the next preview wait; an edit waits and edits again, and a new message is waited out by
-`FloodWait` (flood.py), which does the same for every other Bot API call. A chat that cannot receive
-messages (bot blocked, chat not found) ends the previews at once and raises `ChatUnavailable`
-from the final send, so the handler marks the chat inactive instead of retrying. A part that
-Telegram still finds too long is sent as plain text in halves.
+the next preview wait; an edit waits and edits again; a new message is waited out by
+`FloodWait` (flood.py), which does the same for every other Bot API call. A chat that cannot
+receive messages (bot blocked, chat not found) ends the previews at once and raises
+`ChatUnavailable` from the final send, so the handler marks the chat inactive instead of
+retrying. A part that Telegram still finds too long is sent as plain text in halves.
 """
 
 from __future__ import annotations
