@@ -67,13 +67,13 @@ async def answer(
     sink = reply_sink(update, context, key)
     sink.start()
     try:
-        await produce(sink)
-    except ModelError as exc:
-        log.warning("chat=%s model error: %s", key, type(exc).__name__)
-        await sink.send_notice(exc.user_message())
-    except BotError as exc:
-        await sink.send_notice(exc.user_message())
-    except ChatUnavailable as exc:
+        try:
+            await produce(sink)
+        except BotError as exc:
+            if isinstance(exc, ModelError):
+                log.warning("chat=%s model error: %s", key, type(exc).__name__)
+            await sink.send_notice(exc.user_message())
+    except ChatUnavailable as exc:  # from the answer or from the notice
         log.info("chat=%s cannot receive messages (%s); marking it inactive", key, exc)
         await context.services.store.set_chat_active(key.chat_id, False)
     finally:
@@ -103,7 +103,12 @@ async def on_text(update: Update, context: Context) -> None:
     author = author_of(update)
     refusal = await services.limits.check(author.user_id if author else None, chat.id)
     if refusal is not None:
-        log.info("chat=%s user=%s over a limit (%s)", key, author, refusal.kind)
+        log.info(
+            "chat=%s user=%s over a limit (%s)",
+            key,
+            author.user_id if author else "-",
+            refusal.kind,
+        )
         await message.reply_text(refusal.message())
         return
     stored = await services.store.get_chat(key)
