@@ -152,3 +152,20 @@ async def test_flood_control_that_never_ends_gives_up_after_a_few_waits(
         "one try and three waits, no storm"
     )
     assert "answer dropped" in caplog.text
+
+
+async def test_flood_control_on_streaming_edits_slows_them_down(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    tg.drafts_supported = False
+    tg.fail("editMessageText", status=429, retry_after=1)
+    text = "Edits wait for flood control and then carry on. " * 4
+    ai.enqueue(Reply(text, chunk_chars=6, delay_per_chunk=0.03))
+    tg.send_text(ALICE, "go", user_id=ALICE)
+    await tg.wait_for(
+        "editMessageText", lambda c: tg.visible_text(c) == text.strip() and not c.failed
+    )
+    edits = tg.calls_to("editMessageText")
+    [refused] = [e for e in edits if e.failed]
+    assert all(e.at - refused.at >= 0.95 for e in edits if e.at > refused.at)
+    assert len(final_messages(tg, ALICE)) == 1, "one message, no error notice"

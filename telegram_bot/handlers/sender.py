@@ -117,6 +117,7 @@ class TelegramReply:
         self._pacer: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | None = None
         self._next_show = 0.0
+        self._flood_until = 0.0  # flood control on a preview: the final waits until then
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
@@ -132,6 +133,9 @@ class TelegramReply:
 
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
+        flood = self._flood_until - time.monotonic()
+        if flood > 0:
+            await asyncio.sleep(flood)
         parts = render(text) or [Part("…")]
         for index, part in enumerate(parts):
             await self._deliver(index, part, final=True)
@@ -184,7 +188,7 @@ class TelegramReply:
             except RetryAfter as exc:
                 retry = exc.retry_after
                 seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
-                self._next_show = time.monotonic() + float(seconds)
+                self._next_show = self._flood_until = time.monotonic() + float(seconds)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
                 if is_gone(exc):
@@ -231,7 +235,7 @@ class TelegramReply:
         wanted = (part.text, markup is not None)
         if index < len(self.messages):
             if self._shown[index] != wanted:
-                await self._edit(index, part, markup)
+                await self._edit(index, part, markup, wait=final)
                 self._shown[index] = wanted
         else:
             self.messages.append(await self._send(part, markup, reply=index == 0))
@@ -279,7 +283,11 @@ class TelegramReply:
             raise BadRequest("message text is empty")
         return first
 
-    async def _edit(self, index: int, part: Part, markup: InlineKeyboardMarkup | None) -> None:
+    async def _edit(
+        self, index: int, part: Part, markup: InlineKeyboardMarkup | None, *, wait: bool = True
+    ) -> None:
+        """Edits message `index`; a preview edit (`wait=False`) lets flood control propagate,
+        so the pacer skips updates instead of queueing behind the wait."""
         message_id = self.messages[index].message_id
 
         async def edit(text: str, entities: list[MessageEntity] | None) -> None:
@@ -289,7 +297,10 @@ class TelegramReply:
 
         try:
             try:
-                await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+                if wait:
+                    await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+                else:
+                    await edit(part.text, entities_of(part))
             except BadRequest as exc:
                 if "not modified" in str(exc).lower():
                     pass
