@@ -31,14 +31,17 @@ def _settings(require_token: bool) -> Settings:
 def run_bot(settings: Settings) -> int:
     from telegram import Update
 
-    from .app import build_application
+    from .app import build_application, stop_gracefully_on_signals
 
     try:
         application = build_application(settings)
     except ConfigError as exc:  # e.g. a broken PERSONAS_FILE
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    application.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    stop_gracefully_on_signals(application)
+    application.run_polling(
+        allowed_updates=Update.ALL_TYPES, drop_pending_updates=False, stop_signals=None
+    )
     return 0
 
 

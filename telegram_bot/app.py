@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from . import tokens
 from .access import Guard
 from .config import Settings
 from .conversation import Conversation
+from .limits import Limits
 from .llm import LLM
 from .locks import KeyedLocks
 from .store import Store, open_sqlite
@@ -53,6 +55,10 @@ class Services:
     guard: Guard  # group chats, personas and admin control (issue 4)
     bot_username: str = ""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    limits: Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = Limits(self.store, self.settings)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs start-up work off the critical path; cancelled at shutdown if still running."""
@@ -117,6 +123,9 @@ def file_url(base_url: str) -> str:
 
 
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
+    from .handlers import register
+    from .handlers.flood import FloodWait
+
     store = store if store is not None else open_sqlite(settings.database_path)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
     llm = LLM(settings)
@@ -131,15 +140,50 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .request(HTTPXRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
         .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=60.0))
         .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates))
+        .rate_limiter(FloodWait())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
     )
     application.bot_data[_SERVICES] = services
-    from .handlers import register
-
     register(application)
     return application
+
+
+def stop_gracefully_on_signals(application: BotApp) -> None:
+    """SIGTERM/SIGINT: stop fetching updates, let running replies finish for SHUTDOWN_GRACE
+    seconds, then cut the rest short (each is delivered and stored as partial, and its chat is
+    told), and close the database. Call before `run_polling(stop_signals=None)`."""
+    inner = application.post_init
+
+    async def post_init(app: BotApp) -> None:
+        if inner is not None:
+            await inner(app)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _begin_shutdown, app, sig)
+
+    application.post_init = post_init
+
+
+def _begin_shutdown(application: BotApp, sig: signal.Signals) -> None:
+    services = services_of(application)
+    asyncio.get_running_loop().remove_signal_handler(sig)  # a second signal kills at once
+    grace = services.settings.shutdown_grace
+    log.info(
+        "%s: stopping; %d replies in flight get %.0f s to finish",
+        sig.name,
+        services.engine.busy,
+        grace,
+    )
+
+    async def interrupt_after_grace() -> None:
+        await asyncio.sleep(grace)
+        if count := services.engine.interrupt_all():
+            log.warning("Shutdown: %d replies cut short and stored as partial", count)
+
+    services.spawn(interrupt_after_grace(), name="shutdown-grace")
+    application.stop_running()
 
 
 def services_of(application: BotApp) -> Services:

@@ -127,6 +127,12 @@ class Settings:
     personas_file: Path | None = _setting("PERSONAS_FILE", Path, None)
     max_persona_chars: int = _setting("MAX_PERSONA_CHARS", _int(1, 100_000), 4000)
     refusal_interval: float = _setting("REFUSAL_INTERVAL", _float(0.0), 600.0)
+    # Reliability (issue 5): usage limits, the Stop button, shutdown.
+    rate_limit_per_minute: int = _setting("RATE_LIMIT_PER_MINUTE", _int(0, 100_000), 0)
+    daily_token_limit_user: int = _setting("DAILY_TOKEN_LIMIT_USER", _int(0), 0)
+    daily_token_limit_chat: int = _setting("DAILY_TOKEN_LIMIT_CHAT", _int(0), 0)
+    stop_button: bool = _setting("STOP_BUTTON", _bool, False)
+    shutdown_grace: float = _setting("SHUTDOWN_GRACE", _float(0.0), 5.0)
 
     @property
     def uses_openai(self) -> bool:

@@ -64,3 +64,15 @@ class EmptyCompletion(ModelError):
 
 class InputTooLong(BotError):
     """That message is too long for me to read. Please shorten it."""
+
+
+class ReplyInterrupted(BotError):
+    """I was restarting, so this answer was cut short. Please send your question again."""
+
+
+class NothingToRetry(BotError):
+    """There is nothing to answer again yet: send me a question first."""
+
+
+class UnsupportedMessage(BotError):
+    """I can only read text for now, not stickers, voice, pictures or files. Please type it."""

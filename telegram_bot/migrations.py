@@ -86,7 +86,37 @@ async def m003_overheard_messages(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE messages ADD COLUMN overheard INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m003_overheard_messages)
+async def m004_usage_and_retry(db: aiosqlite.Connection) -> None:
+    """Token usage per day, chat and user; and which reply a /retry replaced.
+
+    Usage is kept as one running total per (day, chat, user) instead of a row per model call:
+    the limits check and /usage read a handful of rows, however busy the bot is. `user_id` 0
+    is usage no user caused (summaries), still charged to the chat. `day` is the UTC date as
+    'YYYY-MM-DD', so a month is a range of text keys. `superseded_by` links an answer that
+    /retry replaced to its successor; the old answer is archived, never deleted.
+    """
+    await db.execute(
+        """
+        CREATE TABLE usage (
+            day               TEXT    NOT NULL,
+            chat_id           INTEGER NOT NULL,
+            user_id           INTEGER NOT NULL DEFAULT 0,
+            calls             INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, chat_id, user_id)
+        ) WITHOUT ROWID
+        """
+    )
+    await db.execute("CREATE INDEX usage_user ON usage (user_id, day)")
+    await db.execute("CREATE INDEX usage_chat ON usage (chat_id, day)")
+    await db.execute(
+        "ALTER TABLE messages ADD COLUMN superseded_by INTEGER REFERENCES messages (id)"
+    )
+    await db.execute("CREATE INDEX messages_tg ON messages (chat_id, tg_message_id)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m003_overheard_messages, m004_usage_and_retry)
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

@@ -56,6 +56,19 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Tokens summed over some days, chats or users, and how many model calls made them."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One stored message of a conversation."""
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from .migrations import migrate
-from .models import Author, Chat, ChatKey, NewTurn, Role, Status, Turn
+from .models import Author, Chat, ChatKey, NewTurn, Role, Status, Turn, UsageTotals
 
 _TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
@@ -228,6 +228,12 @@ class SQLiteStore:
         # Every table keyed by chat id moves, including those later migrations add (summaries,
         # usage), so a new feature's data follows a migrated group without touching this code.
         async with self._transaction() as db:
+            # Telegram message ids are numbered per chat: the old group's ids mean nothing in
+            # the supergroup and would collide with its new ones (the redelivery check looks
+            # messages up by them), so moved messages keep their text but not those ids.
+            await db.execute(
+                "UPDATE messages SET tg_message_id = NULL WHERE chat_id = ?", (old_chat_id,)
+            )
             tables = await self._tables_with_chat_id(db)
             moved = 0
             for table in tables:
@@ -255,3 +261,94 @@ class SQLiteStore:
                 if any(row[1] == "chat_id" for row in await cursor.fetchall()):
                     found.append(name)
         return found
+
+    # -- reliability: usage accounting, retry, redelivered updates ---------------------------
+
+    async def record_usage(
+        self,
+        chat: ChatKey | int,
+        user_id: int | None,
+        day: date,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
+        await self._write(
+            "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
+            "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
+            "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens",
+            (day.isoformat(), chat_id, user_id or 0, prompt_tokens, completion_tokens),
+        )
+
+    async def usage_totals(
+        self,
+        first_day: date,
+        last_day: date,
+        *,
+        user_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> UsageTotals:
+        sql = (
+            "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(prompt_tokens), 0), "
+            "COALESCE(SUM(completion_tokens), 0) FROM usage WHERE day BETWEEN ? AND ?"
+        )
+        params: list[Any] = [first_day.isoformat(), last_day.isoformat()]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if chat_id is not None:
+            sql += " AND chat_id = ?"
+            params.append(chat_id)
+        async with self.db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return UsageTotals(*(int(v) for v in row)) if row else UsageTotals()
+
+    async def top_chats(
+        self, first_day: date, last_day: date, limit: int
+    ) -> list[tuple[int, UsageTotals]]:
+        sql = (
+            "SELECT chat_id, SUM(calls), SUM(prompt_tokens), SUM(completion_tokens) FROM usage "
+            "WHERE day BETWEEN ? AND ? GROUP BY chat_id "
+            "ORDER BY SUM(prompt_tokens) + SUM(completion_tokens) DESC, chat_id LIMIT ?"
+        )
+        params = (first_day.isoformat(), last_day.isoformat(), limit)
+        async with self.db.execute(sql, params) as cursor:
+            rows = await cursor.fetchall()
+        return [(int(r[0]), UsageTotals(int(r[1]), int(r[2]), int(r[3]))) for r in rows]
+
+    async def find_user_turn(self, chat: ChatKey, tg_message_id: int) -> tuple[int, bool] | None:
+        sql = (
+            "SELECT u.id, EXISTS (SELECT 1 FROM messages a WHERE a.reply_to = u.id) "
+            "FROM messages u WHERE u.chat_id = ? AND u.tg_message_id = ? AND u.thread_id = ? "
+            "AND u.role = 'user' ORDER BY u.id LIMIT 1"
+        )
+        params = (chat.chat_id, tg_message_id, chat.thread_id)
+        async with self.db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return (int(row[0]), bool(row[1])) if row else None
+
+    async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
+        sql = (
+            f"SELECT {_TURN_COLUMNS} FROM messages WHERE chat_id = ? AND thread_id = ? "
+            "AND archived = 0 AND role = 'user' ORDER BY id DESC LIMIT 1"
+        )
+        async with self.db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        question = _turn(row)
+        sql = (
+            f"SELECT {_TURN_COLUMNS} FROM messages WHERE chat_id = ? AND thread_id = ? "
+            "AND archived = 0 AND role = 'assistant' AND id > ? ORDER BY id"
+        )
+        async with self.db.execute(sql, (chat.chat_id, chat.thread_id, question.id)) as cursor:
+            answers = [_turn(r) for r in await cursor.fetchall()]
+        return question, answers
+
+    async def supersede(self, turn_ids: Sequence[int], by: int) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE messages SET archived = 1, superseded_by = ? WHERE id = ?",
+                [(by, turn_id) for turn_id in turn_ids],
+            )

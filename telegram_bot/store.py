@@ -7,10 +7,12 @@ which are parametrised over every backend. SQLite (`sqlite_store.py`) is the emb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from .models import Chat, ChatKey, NewTurn, Turn
+from .models import Chat, ChatKey, NewTurn, Turn, UsageTotals
 
 
 class Store(Protocol):
@@ -49,6 +51,49 @@ class Store(Protocol):
         """Moves everything stored for a chat (history, summaries, settings) to a new id, in one
         transaction: a group that became a supergroup. Where the new id already has a row that
         must be unique (settings), the new one wins. Returns how many messages moved."""
+
+    # -- reliability: usage accounting, retry, redelivered updates ---------------------------
+
+    async def record_usage(
+        self,
+        chat: ChatKey | int,
+        user_id: int | None,
+        day: date,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """Adds one model call's tokens to the day's totals of (chat, user).
+
+        `user_id` None is usage no user caused (summaries); it still counts for the chat.
+        """
+
+    async def usage_totals(
+        self,
+        first_day: date,
+        last_day: date,
+        *,
+        user_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> UsageTotals:
+        """Usage from `first_day` to `last_day` (inclusive), of one user and/or chat or all."""
+
+    async def top_chats(
+        self, first_day: date, last_day: date, limit: int
+    ) -> list[tuple[int, UsageTotals]]:
+        """The chats that used the most tokens in those days, busiest first."""
+
+    async def find_user_turn(self, chat: ChatKey, tg_message_id: int) -> tuple[int, bool] | None:
+        """(id, answered) of the stored user turn for a Telegram message, if it is stored.
+
+        Telegram delivers an update again when the bot died before confirming it; this lets
+        the bot store such a message once and answer it at most once.
+        """
+
+    async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
+        """The newest live user turn and the live assistant turns after it (for /retry)."""
+
+    async def supersede(self, turn_ids: Sequence[int], by: int) -> None:
+        """Archives replies that /retry replaced, linking them to their successor."""
 
 
 def open_sqlite(path: Path) -> Store:

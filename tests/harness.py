@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from telegram_bot.app import BotApp, build_application
 from telegram_bot.config import Settings
+from telegram_bot.handlers.sender import TelegramReply
 
 TOKEN = "123456789:TEST-token-abcdefghijklmnop"
 API_KEY = "sk-test-0123456789abcdefSECRET"
@@ -63,12 +64,19 @@ class RunningBot:
         return self.app
 
     async def start(self) -> RunningBot:
+        # What one test's fake server taught the process (no drafts) must not leak into the next.
+        TelegramReply.drafts_refused = False
         app = build_application(self.settings)
         await app.initialize()
         if app.post_init is not None:
             await app.post_init(app)
         assert app.updater is not None
-        await app.updater.start_polling(timeout=1, poll_interval=0.0)
+        await app.updater.start_polling(
+            timeout=1,
+            poll_interval=0.0,
+            # As run_polling does: polling faults go to the application's error handler.
+            error_callback=lambda exc: app.create_task(app.process_error(error=exc, update=None)),
+        )
         await app.start()
         self.app = app
         return self

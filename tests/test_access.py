@@ -158,9 +158,16 @@ def test_privacy_note_says_what_works_and_how_to_change_it() -> None:
 
 
 def test_each_scope_sees_the_commands_that_apply_to_it() -> None:
-    assert [name for name, _ in menu_for(PRIVATE)] == ["help", "reset", "persona"]
-    assert [name for name, _ in menu_for(GROUP)] == ["help", "ask", "persona"]
-    assert [name for name, _ in menu_for(ADMIN)] == ["help", "ask", "reset", "persona"]
+    everyone = ["stop", "retry", "usage"]
+    assert [name for name, _ in menu_for(PRIVATE)] == ["help", "reset", "persona", *everyone]
+    assert [name for name, _ in menu_for(GROUP)] == ["help", "ask", "persona", *everyone]
+    assert [name for name, _ in menu_for(ADMIN)] == [
+        "help",
+        "ask",
+        "reset",
+        "persona",
+        *everyone,
+    ]
     assert dict(menu_for(ADMIN))["persona"] == "Show or change my persona"
     assert dict(menu_for(GROUP))["persona"].startswith("Show the persona")
 

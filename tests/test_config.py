@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from telegram_bot.config import OPENAI_DEFAULT_BASE_URL, load_settings
+from telegram_bot.config import OPENAI_DEFAULT_BASE_URL, Settings, load_settings
 from telegram_bot.errors import ConfigError
 
 TOKEN = "123456:ABCDEFGHIJKLMNOP"
@@ -75,3 +76,32 @@ def test_cli_exits_2_with_one_line_when_the_token_is_missing(tmp_path: Path) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "TELEGRAM_BOT_TOKEN" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_reliability_settings_parse_from_the_environment() -> None:
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": "123456789:AAH-abcdefghijklmnop",
+            "OPENAI_API_KEY": "sk-x",
+            "OWNER_IDS": "1001, 2002;3003",
+            "RATE_LIMIT_PER_MINUTE": "6",
+            "DAILY_TOKEN_LIMIT_USER": "50_000",
+            "DAILY_TOKEN_LIMIT_CHAT": "200000",
+            "STOP_BUTTON": "yes",
+            "SHUTDOWN_GRACE": "2.5",
+        },
+        dotenv_path=None,
+    )
+    assert settings.owner_ids == frozenset({1001, 2002, 3003})
+    assert (settings.rate_limit_per_minute, settings.daily_token_limit_user) == (6, 50_000)
+    assert settings.daily_token_limit_chat == 200_000
+    assert settings.stop_button and settings.shutdown_grace == 2.5
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / ".env.example").read_text()
+    for f in fields(Settings):
+        name = f.metadata["env"]
+        assert f"| `{name}` |" in readme, f"{name} has no row in README's Settings table"
+        assert f"{name}=" in example, f"{name} is missing from .env.example"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from telegram_bot import migrations
-from telegram_bot.models import Author, ChatKey, NewTurn, Role, Status, Usage
+from telegram_bot.models import Author, ChatKey, NewTurn, Role, Status, Usage, UsageTotals
 from telegram_bot.sqlite_store import SQLiteStore
 from telegram_bot.store import Store
 
@@ -169,7 +170,9 @@ async def test_overheard_messages_join_the_history_but_only_the_newest_are_kept(
 
 async def test_a_migrated_group_keeps_its_history_and_settings(store: Store) -> None:
     new = ChatKey(-1_000_000_500)
-    await store.add_turn(turn("before migration", chat=GROUP), chat_kind="group")
+    await store.add_turn(
+        NewTurn(GROUP, Role.USER, "before migration", 10, tg_message_id=5), chat_kind="group"
+    )
     await store.add_overheard(said("chatter"), keep=5)
     await store.add_turn(turn("topic message", chat=ChatKey(GROUP.chat_id, 3)))
     await store.set_persona(GROUP.chat_id, "You are a pirate.", by_user=7)
@@ -187,6 +190,8 @@ async def test_a_migrated_group_keeps_its_history_and_settings(store: Store) -> 
     chat = await store.get_chat(new)
     assert chat is not None and chat.kind == "group"
     assert await store.move_chat(GROUP.chat_id, new.chat_id) == 0, "a second move is a no-op"
+    # The supergroup numbers its messages afresh: its message 5 is not the old group's 5.
+    assert await store.find_user_turn(new, 5) is None
 
 
 async def test_moving_onto_a_chat_with_its_own_settings_keeps_the_newer(store: Store) -> None:
@@ -195,3 +200,48 @@ async def test_moving_onto_a_chat_with_its_own_settings_keeps_the_newer(store: S
     await store.move_chat(1, 2)
     assert await store.get_persona(2) == "new persona"
     assert await store.get_persona(1) is None
+
+
+DAY = date(2026, 3, 14)
+NEXT_DAY = date(2026, 3, 15)
+
+
+async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
+    await store.record_usage(CHAT, 7, DAY, 100, 20)
+    await store.record_usage(CHAT, 7, DAY, 50, 5)
+    await store.record_usage(ChatKey(-100, 3), 7, DAY, 10, 1)
+    await store.record_usage(ChatKey(-100), 8, NEXT_DAY, 1000, 100)
+    await store.record_usage(-100, None, NEXT_DAY, 30, 3)  # a summary: chat only
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(3, 160, 26)
+    assert await store.usage_totals(DAY, DAY, chat_id=42) == UsageTotals(2, 150, 25)
+    assert await store.usage_totals(DAY, NEXT_DAY, chat_id=-100) == UsageTotals(3, 1040, 104)
+    assert await store.usage_totals(NEXT_DAY, NEXT_DAY, user_id=7) == UsageTotals()
+    assert await store.usage_totals(DAY, NEXT_DAY) == UsageTotals(5, 1190, 129)
+    top = await store.top_chats(DAY, NEXT_DAY, 5)
+    assert [chat_id for chat_id, _ in top] == [-100, 42]
+    assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
+
+
+async def test_a_redelivered_message_is_found_with_its_answer_state(store: Store) -> None:
+    assert await store.find_user_turn(CHAT, 5) is None
+    question = await store.add_turn(NewTurn(CHAT, Role.USER, "q", 3, tg_message_id=5))
+    assert await store.find_user_turn(CHAT, 5) == (question, False)
+    assert await store.find_user_turn(ChatKey(42, 9), 5) is None, "another topic"
+    await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "a", 3, reply_to=question))
+    assert await store.find_user_turn(CHAT, 5) == (question, True)
+
+
+async def test_superseded_answers_leave_the_history_but_stay_stored(store: Store) -> None:
+    assert await store.last_exchange(CHAT) is None
+    await store.add_turn(turn("first"))
+    question = await store.add_turn(turn("second"))
+    old = await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "old answer", 3, reply_to=question))
+    exchange = await store.last_exchange(CHAT)
+    assert exchange is not None
+    asked, answers = exchange
+    assert asked.id == question and [a.id for a in answers] == [old]
+    new = await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "new answer", 3, reply_to=question))
+    await store.supersede([old], new)
+    texts = [t.text for t in await store.recent_turns(CHAT, 1000)]
+    assert texts == ["first", "second", "new answer"]
+    assert await store.count_turns(CHAT, include_archived=True) == 4

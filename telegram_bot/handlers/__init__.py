@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.ext import (
+    CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
     MessageHandler,
@@ -13,20 +14,28 @@ from telegram.ext import (
     filters,
 )
 
-from . import admin, chat, commands, errors, gate, group
+from . import admin, chat, commands, control, errors, gate, group, input, usage
 
 if TYPE_CHECKING:
     from ..app import BotApp
 
 
 def register(application: BotApp) -> None:
-    # The allowlist runs before everything else, for every update type (see gate.py).
-    application.add_handler(TypeHandler(Update, gate.gate), group=-1)
+    # The allowlist runs before everything else, for every update type (see gate.py); then
+    # group -1 drops what the bot never answers (edits, channel posts, other bots).
+    application.add_handler(TypeHandler(Update, gate.gate), group=-2)
+    application.add_handler(TypeHandler(Update, input.gate), group=-1)
     application.add_handler(CommandHandler("start", commands.start))
     application.add_handler(CommandHandler("help", commands.help_))
     application.add_handler(CommandHandler("reset", commands.reset))
     application.add_handler(CommandHandler("ask", group.on_ask))
     application.add_handler(CommandHandler("persona", admin.persona))
+    application.add_handler(CommandHandler("stop", control.stop_command))
+    application.add_handler(CommandHandler("retry", control.retry))
+    application.add_handler(CommandHandler("usage", usage.usage))
+    application.add_handler(
+        CallbackQueryHandler(control.stop_button, pattern=f"^{chat.STOP_DATA}$")
+    )
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, chat.on_text)
     )
@@ -39,4 +48,11 @@ def register(application: BotApp) -> None:
     application.add_handler(
         ChatMemberHandler(group.on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER)
     )
+    application.add_handler(
+        MessageHandler(
+            filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.StatusUpdate.ALL, input.unsupported
+        )
+    )
+    # Group 1 sees every command too; it answers only those no handler above knows.
+    application.add_handler(MessageHandler(filters.COMMAND, input.unknown_command), group=1)
     application.add_error_handler(errors.on_error)

@@ -53,6 +53,9 @@ MENU: tuple[MenuCommand, ...] = (
     _command("reset", "Start a fresh conversation", PRIVATE, ADMIN),
     _command("persona", "Show the persona (admins: change it)", GROUP),
     _command("persona", "Show or change my persona", PRIVATE, ADMIN),
+    _command("stop", "Stop the answer being written", PRIVATE, GROUP),
+    _command("retry", "Answer my last question again", PRIVATE, GROUP),
+    _command("usage", "Tokens you used today and this month", PRIVATE, GROUP),
 )
 
 

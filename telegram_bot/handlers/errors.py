@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from telegram import Update
-from telegram.error import TelegramError
+from telegram.error import Forbidden, NetworkError, RetryAfter, TelegramError
 
 from ..errors import BotError
 
@@ -17,6 +17,17 @@ log = logging.getLogger(__name__)
 
 
 async def on_error(update: object, context: Context) -> None:
+    if update is None and isinstance(context.error, NetworkError | RetryAfter):
+        # Polling hit a network fault or flood control; python-telegram-bot keeps polling
+        # (with back-off), so this is one calm line, not a traceback.
+        log.warning("Fetching updates failed (%s); polling goes on", context.error)
+        return
+    chat = update.effective_chat if isinstance(update, Update) else None
+    if isinstance(context.error, RetryAfter | Forbidden):
+        # Telegram refuses to take messages for this chat now: telling the user would only
+        # be refused as well (a retry storm), so log one line and drop this update's answer.
+        log.warning("chat=%s answer dropped: %s", chat.id if chat else "-", context.error)
+        return
     log.error("Unhandled error while processing an update", exc_info=context.error)
     if not isinstance(update, Update) or update.effective_chat is None:
         return

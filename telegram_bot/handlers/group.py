@@ -26,6 +26,7 @@ from telegram.error import TelegramError
 from .. import tokens
 from ..models import Author, ChatKey, NewTurn, Role
 from .commands import chat_key
+from .input import clean, text_of
 from .sender import TelegramReply
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def author_of_message(message: Message) -> Author | None:
 
 
 def _clean_name(name: str) -> str:
-    return " ".join(name.replace(":", " ").split())[:64] or "Someone"
+    return " ".join(clean(name).replace(":", " ").split())[:64] or "Someone"
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ async def overhear(update: Update, context: Context) -> None:
     keep = settings.group_context_messages
     if message is None or not message.text or keep <= 0:
         return
-    text = message.text.strip()
+    text = text_of(message)
     if not text or len(text) > settings.max_input_chars:
         return
     turn = NewTurn(

@@ -8,7 +8,11 @@ has arrived after a short moment, and is renewed until the first text. The final
 rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
 fallback when Telegram rejects its formatting. Parts that are complete while the model is still
 writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
-the next preview wait; on a final message it waits and sends again.
+the next preview wait; an edit waits and edits again; a new message is waited out by
+`FloodWait` (flood.py), which does the same for every other Bot API call. A chat that cannot
+receive messages (bot blocked, chat not found) ends the previews at once and raises
+`ChatUnavailable` from the final send, so the handler marks the chat inactive instead of
+retrying. A part that Telegram still finds too long is sent as plain text in halves.
 """
 
 from __future__ import annotations
@@ -49,6 +53,21 @@ def entities_of(part: Part) -> list[MessageEntity]:
 def is_parse_error(exc: TelegramError) -> bool:
     text = str(exc).lower()
     return "can't parse" in text or "entit" in text
+
+
+def is_gone(exc: TelegramError) -> bool:
+    """The chat cannot receive messages: blocked, kicked, deactivated or deleted."""
+    return isinstance(exc, Forbidden) or (
+        isinstance(exc, BadRequest) and "chat not found" in str(exc).lower()
+    )
+
+
+def halves(text: str) -> list[str]:
+    """Splits a text Telegram found too long, at the newline (or space) nearest the middle."""
+    middle = len(text) // 2
+    cut = max(text.rfind("\n", 0, middle), text.rfind(" ", 0, middle))
+    cut = cut if cut > middle // 2 else middle
+    return [piece for piece in (text[:cut].strip(), text[cut:].strip()) if piece]
 
 
 async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
@@ -98,6 +117,7 @@ class TelegramReply:
         self._pacer: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | None = None
         self._next_show = 0.0
+        self._flood_until = 0.0  # flood control on a preview: the final waits until then
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
@@ -113,6 +133,9 @@ class TelegramReply:
 
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
+        flood = self._flood_until - time.monotonic()
+        if flood > 0:
+            await asyncio.sleep(flood)
         parts = render(text) or [Part("…")]
         for index, part in enumerate(parts):
             await self._deliver(index, part, final=True)
@@ -131,7 +154,12 @@ class TelegramReply:
     async def send_notice(self, text: str) -> None:
         """A short plain line in the chat (errors, refusals)."""
         await self.close()
-        await with_flood_wait(lambda: self.bot.send_message(self.chat_id, text, **self._where()))
+        try:  # flood control on sendMessage is waited out by FloodWait (flood.py)
+            await self.bot.send_message(self.chat_id, text, **self._where())
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
 
     # -- streaming preview -----------------------------------------------------------------
 
@@ -160,9 +188,11 @@ class TelegramReply:
             except RetryAfter as exc:
                 retry = exc.retry_after
                 seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
-                self._next_show = time.monotonic() + float(seconds)
+                self._next_show = self._flood_until = time.monotonic() + float(seconds)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
+                if is_gone(exc):
+                    return  # no preview storm into a chat that is gone
 
     async def _preview(self, text: str) -> None:
         parts = render(text)
@@ -205,7 +235,7 @@ class TelegramReply:
         wanted = (part.text, markup is not None)
         if index < len(self.messages):
             if self._shown[index] != wanted:
-                await self._edit(index, part, markup)
+                await self._edit(index, part, markup, wait=final)
                 self._shown[index] = wanted
         else:
             self.messages.append(await self._send(part, markup, reply=index == 0))
@@ -228,16 +258,36 @@ class TelegramReply:
 
         try:
             try:
-                return await with_flood_wait(formatted)
+                return await formatted()  # FloodWait (flood.py) waits out flood control
             except BadRequest as exc:
+                if "too long" in str(exc).lower():
+                    log.warning("Telegram found a part too long; sending it in two halves")
+                    return await self._send_halves(part.plain, markup, where)
                 if not is_parse_error(exc):
                     raise
                 log.warning("Telegram rejected the formatting (%s); sending plain text", exc)
-                return await with_flood_wait(plain)
-        except Forbidden as exc:
-            raise ChatUnavailable(str(exc)) from exc
+                return await plain()
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
 
-    async def _edit(self, index: int, part: Part, markup: InlineKeyboardMarkup | None) -> None:
+    async def _send_halves(
+        self, text: str, markup: InlineKeyboardMarkup | None, where: dict[str, Any]
+    ) -> Message:
+        first: Message | None = None
+        for piece in halves(text):
+            sent = await self.bot.send_message(self.chat_id, piece, reply_markup=markup, **where)
+            first = first or sent
+        if first is None:
+            raise BadRequest("message text is empty")
+        return first
+
+    async def _edit(
+        self, index: int, part: Part, markup: InlineKeyboardMarkup | None, *, wait: bool = True
+    ) -> None:
+        """Edits message `index`; a preview edit (`wait=False`) lets flood control propagate,
+        so the pacer skips updates instead of queueing behind the wait."""
         message_id = self.messages[index].message_id
 
         async def edit(text: str, entities: list[MessageEntity] | None) -> None:
@@ -247,7 +297,10 @@ class TelegramReply:
 
         try:
             try:
-                await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+                if wait:
+                    await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+                else:
+                    await edit(part.text, entities_of(part))
             except BadRequest as exc:
                 if "not modified" in str(exc).lower():
                     pass
@@ -255,8 +308,10 @@ class TelegramReply:
                     await with_flood_wait(lambda: edit(part.plain, None))
                 else:
                     raise
-        except Forbidden as exc:
-            raise ChatUnavailable(str(exc)) from exc
+        except TelegramError as exc:
+            if is_gone(exc):
+                raise ChatUnavailable(str(exc)) from exc
+            raise
 
     def _where(self, *, reply: bool = True) -> dict[str, Any]:
         where: dict[str, Any] = {}

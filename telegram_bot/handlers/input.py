@@ -1,0 +1,128 @@
+"""What the bot does with input that is not a plain question.
+
+- Edited messages, channel posts and messages from other bots are ignored (`gate`, which runs
+  before every other handler). An edit is not answered anew: the answer to the original is
+  already in the chat and in the history, and answering every typo fix would double the cost.
+- Stickers, GIFs, voice, photos, documents and other non-text messages get one polite line in
+  a private chat saying what the bot reads; in groups they pass in silence.
+- Forwarded messages are treated as quoted text with their origin, so the model knows the
+  words are someone else's.
+- Unknown commands get a hint to /help (in groups only when addressed to this bot).
+- Control characters are removed from texts and names (zero-width joiners, which build
+  emoji, and right-to-left text are kept as they are).
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import TYPE_CHECKING
+
+from telegram import (
+    Message,
+    MessageOrigin,
+    MessageOriginChannel,
+    MessageOriginChat,
+    MessageOriginHiddenUser,
+    MessageOriginUser,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.ext import ApplicationHandlerStop, CommandHandler
+
+from ..errors import UnsupportedMessage
+
+if TYPE_CHECKING:
+    from ..app import Context
+
+log = logging.getLogger(__name__)
+
+_KEEP = frozenset("\n\t")
+
+
+def clean(text: str) -> str:
+    """Drops control characters (C0/C1, not newlines or tabs) and surrounding whitespace."""
+    if text.isprintable():
+        return text.strip()
+    return "".join(ch for ch in text if ch in _KEEP or unicodedata.category(ch) != "Cc").strip()
+
+
+def origin_name(origin: MessageOrigin) -> str:
+    if isinstance(origin, MessageOriginUser):
+        return clean(origin.sender_user.full_name) or "someone"
+    if isinstance(origin, MessageOriginHiddenUser):
+        return clean(origin.sender_user_name) or "someone"
+    if isinstance(origin, MessageOriginChat):
+        return clean(origin.sender_chat.title or "") or "a chat"
+    if isinstance(origin, MessageOriginChannel):
+        return clean(origin.chat.title or "") or "a channel"
+    return "someone"
+
+
+def text_of(message: Message) -> str:
+    """The text to answer: cleaned, and for a forward, quoted with where it came from."""
+    text = clean(message.text or "")
+    origin = message.forward_origin
+    if origin is None or not text:
+        return text
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    return f"Forwarded message from {origin_name(origin)}:\n{quoted}"
+
+
+async def gate(update: Update, context: Context) -> None:
+    """Runs first: drops updates the bot deliberately does not answer."""
+    if update.edited_message is not None or update.edited_channel_post is not None:
+        log.debug("Ignoring an edited message in chat %s", update.effective_chat)
+        raise ApplicationHandlerStop
+    if update.channel_post is not None:
+        raise ApplicationHandlerStop
+    message = update.message
+    user = update.effective_user
+    if message is not None and user is not None and user.is_bot:
+        anonymous_admin = (
+            message.sender_chat is not None and message.sender_chat.id == message.chat.id
+        )
+        if not anonymous_admin:
+            raise ApplicationHandlerStop
+
+
+async def unsupported(update: Update, context: Context) -> None:
+    """A sticker, voice note, photo, file... in a private chat: say what the bot reads."""
+    message = update.effective_message
+    if message is None:
+        return
+    log.info("chat=%s non-text message (%s) answered with a note", message.chat_id, _kind(message))
+    await message.reply_text(UnsupportedMessage.user_message())
+
+
+def _kind(message: Message) -> str:
+    for kind in ("sticker", "animation", "voice", "audio", "video", "video_note", "photo"):
+        if getattr(message, kind):
+            return kind
+    return "document" if message.document else "other"
+
+
+async def unknown_command(update: Update, context: Context) -> None:
+    """Commands no handler knows: a hint to /help (silence for other bots' commands)."""
+    message = update.effective_message
+    if message is None or not message.text:
+        return
+    command, _, addressee = message.text.split()[0][1:].partition("@")
+    me = context.services.bot_username.lower()
+    if addressee and addressee.lower() != me:
+        return  # meant for another bot
+    if message.chat.type != ChatType.PRIVATE and not addressee:
+        return  # a bare /command in a group may be for any bot there
+    if command.lower() in known_commands(context):
+        return
+    await message.reply_text(f"I don't know /{command}. Send /help to see what I can do.")
+
+
+def known_commands(context: Context) -> set[str]:
+    return {
+        name.lower()
+        for handlers in context.application.handlers.values()
+        for handler in handlers
+        if isinstance(handler, CommandHandler)
+        for name in handler.commands
+    }

@@ -1,0 +1,60 @@
+"""/usage: a user's own token usage today and this month; owners also see totals and top chats."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from telegram import Update
+
+from ..limits import today
+from ..models import UsageTotals
+
+if TYPE_CHECKING:
+    from ..app import Context
+
+TOP_CHATS = 5
+
+
+def describe(totals: UsageTotals) -> str:
+    if not totals.calls:
+        return "nothing yet"
+    answers = "answer" if totals.calls == 1 else "answers"
+    return (
+        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, "
+        f"{totals.completion_tokens:,} out) in {totals.calls:,} {answers}"
+    )
+
+
+async def usage(update: Update, context: Context) -> None:
+    message = update.effective_message
+    user = update.effective_user
+    if message is None or user is None:
+        return
+    services = context.services
+    store, settings = services.store, services.settings
+    day = today()
+    month = day.replace(day=1)
+    mine_today = await store.usage_totals(day, day, user_id=user.id)
+    mine_month = await store.usage_totals(month, day, user_id=user.id)
+    lines = [
+        "Your usage (days are UTC):",
+        f"• today: {describe(mine_today)}",
+        f"• this month: {describe(mine_month)}",
+    ]
+    if settings.daily_token_limit_user and user.id not in settings.owner_ids:
+        left = max(settings.daily_token_limit_user - mine_today.total, 0)
+        lines.append(f"• left today: {left:,} of {settings.daily_token_limit_user:,} tokens")
+    if user.id in settings.owner_ids:
+        all_today = await store.usage_totals(day, day)
+        all_month = await store.usage_totals(month, day)
+        lines += [
+            "",
+            "All chats:",
+            f"• today: {describe(all_today)}",
+            f"• this month: {describe(all_month)}",
+        ]
+        top = await store.top_chats(month, day, TOP_CHATS)
+        if top:
+            lines += ["", "Top chats this month:"]
+            lines += [f"• {chat_id}: {totals.total:,} tokens" for chat_id, totals in top]
+    await message.reply_text("\n".join(lines))
