@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from . import tokens
-from .errors import ModelStreamInterrupted
+from .compaction import Compactor
+from .errors import ContextTooLong, ModelStreamInterrupted
 from .locks import KeyedLocks
-from .memory import build_prompt
+from .memory import Memory, MemoryStatus, Prompt, memory_status
 from .models import Author, ChatKey, NewTurn, Role, Status, Usage
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .llm import LLM
+    from .llm import LLM, Completion, OnText
     from .store import Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Conversation:
         self.llm = llm
         self.settings = settings
         self._locks = KeyedLocks()
+        self.memory = Memory(store, settings)
+        self.compactor = Compactor(store, llm, settings, self.memory)
 
     async def persona(self, chat: ChatKey) -> str:
         return await self.store.get_persona(chat.chat_id) or self.settings.system_prompt
@@ -72,7 +75,7 @@ class Conversation:
         """Answers one user message; raises ModelError after storing whatever can be kept."""
         async with self._locks.hold(incoming.chat):
             user_turn_id = await self._store_user_turn(incoming)
-            messages = await self._prompt(incoming.chat)
+            persona = await self.persona(incoming.chat)
             latest = ""
 
             def on_text(text: str) -> None:
@@ -81,13 +84,7 @@ class Conversation:
                 sink.partial(text)
 
             try:
-                completion = await self.llm.chat(
-                    messages,
-                    max_tokens=self.settings.max_output_tokens,
-                    stream=self.settings.streaming,
-                    on_text=on_text,
-                    label=str(incoming.chat),
-                )
+                completion = await self._ask(incoming.chat, persona, on_text)
             except ModelStreamInterrupted as exc:
                 if exc.partial:
                     await self._finish(incoming, exc.partial, Status.PARTIAL, sink, user_turn_id)
@@ -96,7 +93,7 @@ class Conversation:
                 if latest:
                     await self._finish(incoming, latest, Status.PARTIAL, sink, user_turn_id)
                 raise
-            return await self._finish(
+            reply = await self._finish(
                 incoming,
                 completion.text,
                 Status.COMPLETE,
@@ -105,6 +102,49 @@ class Conversation:
                 usage=completion.usage,
                 model=completion.model,
             )
+            # The reply is out; fold old turns into the summary now, still holding the chat's
+            # lock so its next message sees the result (and never waits inside a reply).
+            await self.compactor.maintain(incoming.chat, persona)
+            return reply
+
+    async def memory_status(self, chat: ChatKey) -> MemoryStatus:
+        """What /memory shows: tokens in use against the budget, and the summary."""
+        return await memory_status(self.memory, chat, await self.persona(chat))
+
+    async def _ask(self, chat: ChatKey, persona: str, on_text: OnText) -> Completion:
+        """One model call within the window; on a context-length error (the server's tokenizer
+        counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
+        """
+        prompt = await self.memory.prompt(chat, persona)
+        try:
+            return await self._call(chat, prompt, on_text)
+        except ContextTooLong:
+            log.warning(
+                "chat=%s context length exceeded at %d counted tokens; retrying smaller",
+                chat,
+                prompt.tokens,
+            )
+            self.memory.calibration.overflowed(self.settings.openai_model)
+            # The raised factor also lowers the verbatim cap, so the compaction that follows
+            # the reply folds what this squeezed prompt had to leave out.
+            prompt = await self.memory.prompt(chat, persona, squeeze=0.5)
+            return await self._call(chat, prompt, on_text)
+
+    async def _call(self, chat: ChatKey, prompt: Prompt, on_text: OnText) -> Completion:
+        completion = await self.llm.chat(
+            prompt.messages,
+            max_tokens=self.memory.max_output_tokens,
+            stream=self.settings.streaming,
+            on_text=on_text,
+            label=str(chat),
+        )
+        if not completion.usage_estimated:
+            self.memory.calibration.observe(
+                self.settings.openai_model,
+                prompt.tokens,
+                completion.usage.prompt_tokens,
+            )
+        return completion
 
     async def reset(self, chat: ChatKey) -> int:
         """Starts a fresh conversation; earlier turns stay in the database, archived."""
@@ -126,11 +166,6 @@ class Conversation:
             ),
             chat_kind=incoming.chat_kind,
         )
-
-    async def _prompt(self, chat: ChatKey) -> list[dict[str, str]]:
-        persona = await self.persona(chat)
-        history = await self.store.recent_turns(chat, self.settings.history_token_budget)
-        return build_prompt(persona, history)
 
     async def _finish(
         self,

@@ -74,7 +74,60 @@ async def m001_initial(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX messages_live ON messages (chat_id, thread_id, archived, id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+async def m002_memory(db: aiosqlite.Connection) -> None:
+    """Rolling summaries, the `summarised` mark, and a full-text index for recall.
+
+    Long conversations are folded, oldest turns first, into one rolling summary per
+    conversation. Each summary row records the range of messages it covers and the usage of the
+    model call that wrote it (so summary costs can be counted per chat and day). The folded
+    messages are only marked `summarised`; nothing is deleted. A summary belongs to the
+    conversation of the messages it covers: once /reset archives them, it is no longer current.
+
+    `messages_fts` is an external-content FTS5 index over message text (kept in step by
+    triggers), so details a summary lost can be recalled from the chat's own archive.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN summarised INTEGER NOT NULL DEFAULT 0")
+    await db.execute(
+        """
+        CREATE TABLE summaries (
+            id                INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id           INTEGER NOT NULL,
+            thread_id         INTEGER NOT NULL DEFAULT 0,
+            text              TEXT    NOT NULL,
+            tokens            INTEGER NOT NULL,
+            first_message_id  INTEGER NOT NULL REFERENCES messages (id),
+            last_message_id   INTEGER NOT NULL REFERENCES messages (id),
+            messages_covered  INTEGER NOT NULL,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            created_at        REAL    NOT NULL
+        )
+        """
+    )
+    await db.execute("CREATE INDEX summaries_chat ON summaries (chat_id, thread_id, id)")
+    await db.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        "text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+        "INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+        "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+        " END"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN "
+        "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+        " INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END"
+    )
+    await db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_memory)
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

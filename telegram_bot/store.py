@@ -7,10 +7,11 @@ which are parametrised over every backend. SQLite (`sqlite_store.py`) is the emb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .models import Chat, ChatKey, NewTurn, Turn
+from .models import Chat, ChatKey, NewSummary, NewTurn, Summary, Turn
 
 
 class Store(Protocol):
@@ -37,6 +38,26 @@ class Store(Protocol):
     async def set_persona(self, chat_id: int, persona: str | None, by_user: int | None) -> None: ...
 
     async def count_turns(self, chat: ChatKey, *, include_archived: bool = False) -> int: ...
+
+    # -- memory (rolling summaries and recall) ---------------------------------------------
+
+    async def unsummarised_turns(self, chat: ChatKey, max_tokens: int | None = None) -> list[Turn]:
+        """Live turns not yet folded into the summary, oldest first; with `max_tokens`, only
+        the newest that fit."""
+
+    async def current_summary(self, chat: ChatKey) -> Summary | None:
+        """The latest summary of the current conversation (None after /reset)."""
+
+    async def save_summary(self, summary: NewSummary) -> Summary:
+        """Stores a new rolling summary and, atomically, marks every live message up to its
+        `last_message_id` summarised. Nothing is deleted."""
+
+    async def search_turns(
+        self, chat: ChatKey, words: Sequence[str], *, before_id: int, limit: int = 8
+    ) -> list[Turn]:
+        """Full-text recall: live turns of this chat (never another chat, never before a
+        /reset) older than `before_id` containing any of `words`, best match first. The words
+        are plain text, never query syntax."""
 
 
 def open_sqlite(path: Path) -> Store:

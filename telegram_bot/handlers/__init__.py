@@ -16,6 +16,7 @@ def register(application: BotApp) -> None:
     application.add_handler(CommandHandler("start", commands.start))
     application.add_handler(CommandHandler("help", commands.help_))
     application.add_handler(CommandHandler("reset", commands.reset))
+    application.add_handler(CommandHandler("memory", commands.memory))
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, chat.on_text)
     )
