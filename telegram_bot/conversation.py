@@ -84,7 +84,7 @@ class Conversation:
                 sink.partial(text)
 
             try:
-                completion = await self._ask(incoming.chat, persona, on_text)
+                completion = await self._ask(incoming.chat, persona, user_turn_id, on_text)
             except ModelStreamInterrupted as exc:
                 if exc.partial:
                     await self._finish(incoming, exc.partial, Status.PARTIAL, sink, user_turn_id)
@@ -111,11 +111,11 @@ class Conversation:
         """What /memory shows: tokens in use against the budget, and the summary."""
         return await memory_status(self.memory, chat, await self.persona(chat))
 
-    async def _ask(self, chat: ChatKey, persona: str, on_text: OnText) -> Completion:
+    async def _ask(self, chat: ChatKey, persona: str, turn_id: int, on_text: OnText) -> Completion:
         """One model call within the window; on a context-length error (the server's tokenizer
         counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
         """
-        prompt = await self.memory.prompt(chat, persona)
+        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id)
         try:
             return await self._call(chat, prompt, on_text)
         except ContextTooLong:
@@ -127,7 +127,7 @@ class Conversation:
             self.memory.calibration.overflowed(self.settings.openai_model)
             # The raised factor also lowers the verbatim cap, so the compaction that follows
             # the reply folds what this squeezed prompt had to leave out.
-            prompt = await self.memory.prompt(chat, persona, squeeze=0.5)
+            prompt = await self.memory.prompt(chat, persona, squeeze=0.5, turn_id=turn_id)
             return await self._call(chat, prompt, on_text)
 
     async def _call(self, chat: ChatKey, prompt: Prompt, on_text: OnText) -> Completion:

@@ -158,7 +158,7 @@ def compose(
         if recalled:
             system += recall_section([recalled_line(t) for t in recalled])
         history_cost = sum(turn_cost(t, model) for t in history)
-        total = floor + tokens.count_message(system, model) + history_cost
+        total = floor + tokens.count_text(system, model) + history_cost
         if total <= limit:
             break
         if recalled:
@@ -181,6 +181,49 @@ def compose(
         dropped=all_turns - len(history),
         recalled=len(recalled),
         summary=bool(summary),
+    )
+
+
+def assemble(
+    persona: str,
+    new: Turn,
+    older: Sequence[Turn],
+    alloc: budget.Allocation,
+    *,
+    summary: str = "",
+    candidates: Sequence[Turn] = (),
+    model: str = "",
+) -> Prompt:
+    """The whole prompt from stored parts and this turn's caps (pure).
+
+    `older` are the unsummarised turns before the new message; `candidates` are recall hits,
+    best first. Hits still inside the verbatim window are skipped (they are sent anyway).
+    """
+    history = fit_newest(older, alloc.history, model)
+    summary_text = ""
+    if summary and alloc.summary > 0:
+        room = alloc.summary - tokens.count_text(summary_section(""), model)
+        summary_text = tokens.truncate_text(summary, room, model)
+    oldest = history[0].id if history else new.id
+    recalled = fit_recall([t for t in candidates if t.id < oldest], alloc.recall, model)
+    prompt = compose(
+        persona,
+        new,
+        history,
+        limit=alloc.limit,
+        summary=summary_text,
+        recalled=recalled,
+        model=model,
+    )
+    dropped = len(older) - prompt.history
+    return Prompt(
+        prompt.messages,
+        prompt.tokens,
+        prompt.limit,
+        prompt.history,
+        dropped,
+        prompt.recalled,
+        prompt.summary,
     )
 
 
@@ -262,35 +305,36 @@ class Memory:
             recall_budget=int(s.recall_token_budget * squeeze),
         )
 
-    async def prompt(self, chat: ChatKey, persona: str, squeeze: float = 1.0) -> Prompt:
-        """The prompt for the chat's newest (just stored) user message."""
+    async def prompt(
+        self, chat: ChatKey, persona: str, squeeze: float = 1.0, *, turn_id: int | None = None
+    ) -> Prompt:
+        """The prompt answering stored message `turn_id` (default: the chat's newest)."""
         s = self.settings
         summary = await self.store.current_summary(chat) if s.summary_token_budget else None
         turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
+        if turn_id is not None:  # messages stored while this one waited are not its history
+            turns = [t for t in turns if t.id <= turn_id]
         if not turns:
             raise RuntimeError(f"chat {chat} has no stored message to answer")
         new, older = turns[-1], turns[:-1]
         alloc = self.allocation(persona, turn_cost(new, self.model), summary, squeeze)
-        history = fit_newest(older, alloc.history, self.model)
-        summary_text = ""
-        if summary is not None and alloc.summary > 0:
-            room = alloc.summary - tokens.count_text(summary_section(""), self.model)
-            summary_text = tokens.truncate_text(summary.text, room, self.model)
-        recalled: list[Turn] = []
+        candidates: list[Turn] = []
         words = query_words(new.text) if alloc.recall > 0 else []
         if words:
-            before = history[0].id if history else new.id
+            history = fit_newest(older, alloc.history, self.model)
             candidates = await self.store.search_turns(
-                chat, words, before_id=before, limit=RECALL_CANDIDATES
+                chat,
+                words,
+                before_id=history[0].id if history else new.id,
+                limit=RECALL_CANDIDATES,
             )
-            recalled = fit_recall(candidates, alloc.recall, self.model)
-        prompt = compose(
+        prompt = assemble(
             persona,
             new,
-            history,
-            limit=alloc.limit,
-            summary=summary_text,
-            recalled=recalled,
+            older,
+            alloc,
+            summary=summary.text if summary else "",
+            candidates=candidates,
             model=self.model,
         )
         log.debug(
@@ -299,7 +343,7 @@ class Memory:
             prompt.tokens,
             prompt.limit,
             prompt.history,
-            len(older) - prompt.history,
+            prompt.dropped,
             prompt.recalled,
             prompt.summary,
         )

@@ -81,8 +81,9 @@ def fts_query(words: Sequence[str]) -> str:
     be FTS syntax. Words of four letters or more also match as prefixes ("sister" finds
     "sisters")."""
     terms = []
-    for word in words:
-        if not word.strip():
+    for raw in words:
+        word = "".join(ch for ch in raw if ch.isprintable()).strip()  # FTS5 rejects NUL
+        if not word:
             continue
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 4 else quoted)
@@ -241,8 +242,9 @@ class SQLiteStore:
         else:
             sql = f"""
                 SELECT {_TURN_COLUMNS} FROM (
-                    SELECT *, SUM(tokens) OVER (ORDER BY id DESC) AS running {live}
-                ) WHERE running <= ? ORDER BY id
+                    SELECT *, SUM(tokens) OVER (ORDER BY id DESC) AS running,
+                           ROW_NUMBER() OVER (ORDER BY id DESC) AS newest {live}
+                ) WHERE running <= ? OR newest = 1 ORDER BY id
             """
             params += (max_tokens,)
         async with self.db.execute(sql, params) as cursor:

@@ -43,7 +43,7 @@ class Store(Protocol):
 
     async def unsummarised_turns(self, chat: ChatKey, max_tokens: int | None = None) -> list[Turn]:
         """Live turns not yet folded into the summary, oldest first; with `max_tokens`, only
-        the newest that fit."""
+        the newest that fit (but always the newest one)."""
 
     async def current_summary(self, chat: ChatKey) -> Summary | None:
         """The latest summary of the current conversation (None after /reset)."""
