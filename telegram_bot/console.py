@@ -1,7 +1,8 @@
 """A terminal chat on the same engine and database as the bot (`python -m telegram_bot chat`).
 
 Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation, `/memory`
-shows what is kept of it, and `/exit` (or end of input) leaves. Reads stdin line by line, so it can also be scripted.
+shows what is kept of it, and `/exit` (or end of input) leaves. Reads stdin line by line, so it
+can also be scripted.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ async def run_console(
     engine = Conversation(store, llm, settings)
     loop = asyncio.get_running_loop()
     out.write(
-        f"Console chat with {settings.openai_model}. /reset starts over, /memory shows memory, /exit leaves.\n"
+        f"Console chat with {settings.openai_model}. "
+        "/reset starts over, /memory shows what is kept, /exit leaves.\n"
     )
     try:
         while True:
