@@ -65,19 +65,30 @@ def neutralise(text: str) -> str:
     return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
 
 
-def transcript_line(turn: Turn) -> str:
+def transcript_line(turn: Turn, cap: int | None = None) -> str:
+    """One transcript line; a text over `cap` tokens (a pasted document) is cut, so a single
+    huge message can never make the summary request itself too long for the model."""
     when = turn.created_at.strftime("%Y-%m-%d %H:%M")
-    return f"[{when}] {speaker(turn)}: {neutralise(turn.text)}"
+    text = turn.text
+    if cap is not None and len(text) > cap:  # cheap test first: a token is at least one char
+        cut = tokens.truncate_text(text, cap)
+        text = cut if cut == text else cut + " […]"
+    return f"[{when}] {speaker(turn)}: {neutralise(text)}"
 
 
 def summariser_messages(
-    previous: str, turns: Sequence[Turn], *, max_tokens: int, group: bool
+    previous: str,
+    turns: Sequence[Turn],
+    *,
+    max_tokens: int,
+    group: bool,
+    line_cap: int | None = None,
 ) -> list[dict[str, str]]:
     """The summary request: instructions as the system message, the data delimited."""
     system = INSTRUCTIONS.format(
         group=GROUP_RULE if group else "", words=max(20, max_tokens * 2 // 3)
     )
-    lines = "\n".join(transcript_line(t) for t in turns)
+    lines = "\n".join(transcript_line(t, line_cap) for t in turns)
     user = (
         f"<previous_summary>\n{neutralise(previous) or '(none yet)'}\n</previous_summary>\n\n"
         f"<transcript>\n{lines}\n</transcript>\n\nWrite the updated summary now."
@@ -102,11 +113,12 @@ def plan_fold(turns: Sequence[Turn], cap: int, model: str = "") -> list[Turn]:
 
 
 def take_chunk(turns: Sequence[Turn], room: int, model: str = "") -> list[Turn]:
-    """The oldest turns whose transcript lines fit `room` tokens (always at least one)."""
+    """The oldest turns whose transcript lines fit `room` tokens (always at least one; each
+    line is cut to half the room)."""
     chunk: list[Turn] = []
     used = 0
     for turn in turns:
-        cost = tokens.count_text(transcript_line(turn), model) + 1
+        cost = tokens.count_text(transcript_line(turn, room // 2), model) + 1
         if chunk and used + cost > room:
             break
         chunk.append(turn)
@@ -149,7 +161,7 @@ class Compactor:
             chunk = take_chunk(fold, room, self.model)
             try:
                 async with asyncio.timeout(min(s.openai_timeout, SUMMARY_TIMEOUT)):
-                    summary = await self._fold(chat, summary, chunk)
+                    summary = await self._fold(chat, summary, chunk, room // 2)
             except (ModelError, TimeoutError) as exc:
                 self._failed(chat, exc)
                 return None
@@ -168,11 +180,17 @@ class Compactor:
         )
         return max(256, limit - fixed)
 
-    async def _fold(self, chat: ChatKey, summary: Summary | None, chunk: list[Turn]) -> Summary:
+    async def _fold(
+        self, chat: ChatKey, summary: Summary | None, chunk: list[Turn], line_cap: int
+    ) -> Summary:
         s = self.settings
         cap = s.summary_token_budget
         messages = summariser_messages(
-            summary.text if summary else "", chunk, max_tokens=cap, group=chat.chat_id < 0
+            summary.text if summary else "",
+            chunk,
+            max_tokens=cap,
+            group=chat.chat_id < 0,
+            line_cap=line_cap,
         )
         self.calls += 1
         completion = await self.llm.chat(

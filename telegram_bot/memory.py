@@ -15,6 +15,7 @@ correction factor (`Calibration`). Summaries are written by `compaction.py` afte
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ RECALL_HEADER = (
     "latest message (date and time in UTC, then who said it):"
 )
 RECALL_CANDIDATES = 12
+
+
+@functools.lru_cache(maxsize=1024)
+def _count_text(text: str, model: str) -> int:
+    """Counts that repeat turn after turn (persona, summary, recalled lines), memoised."""
+    return tokens.count_text(text, model)
 
 
 def turn_message(turn: Turn) -> Message:
@@ -104,10 +111,10 @@ def fit_recall(candidates: Sequence[Turn], cap: int, model: str = "") -> list[Tu
     """The best-ranked candidates whose lines fit `cap` with the header, in time order."""
     if not candidates:
         return []
-    used = tokens.count_text(recall_section([]), model)
+    used = _count_text(recall_section([]), model)
     chosen: list[Turn] = []
     for turn in candidates:
-        cost = tokens.count_text("\n" + recalled_line(turn), model)
+        cost = _count_text("\n" + recalled_line(turn), model)
         if used + cost <= cap:
             chosen.append(turn)
             used += cost
@@ -202,8 +209,9 @@ def assemble(
     history = fit_newest(older, alloc.history, model)
     summary_text = ""
     if summary and alloc.summary > 0:
-        room = alloc.summary - tokens.count_text(summary_section(""), model)
-        summary_text = tokens.truncate_text(summary, room, model)
+        room = alloc.summary - _count_text(summary_section(""), model)
+        fits = _count_text(summary, model) <= room
+        summary_text = summary if fits else tokens.truncate_text(summary, room, model)
     oldest = history[0].id if history else new.id
     recalled = fit_recall([t for t in candidates if t.id < oldest], alloc.recall, model)
     prompt = compose(
@@ -292,10 +300,11 @@ class Memory:
     ) -> budget.Allocation:
         """Caps for this turn; `squeeze` < 1 shrinks them (retry after a context error)."""
         s = self.settings
-        fixed = tokens.TOKENS_REPLY_PRIMING + tokens.count_message(persona, self.model) + new_cost
+        persona_cost = tokens.TOKENS_PER_MESSAGE + _count_text(persona, self.model)
+        fixed = tokens.TOKENS_REPLY_PRIMING + persona_cost + new_cost
         summary_ask = 0
         if summary is not None and s.summary_token_budget > 0:
-            section = tokens.count_text(summary_section(summary.text), self.model)
+            section = _count_text(summary_section(summary.text), self.model)
             summary_ask = min(s.summary_token_budget + 64, section)
         return budget.allocate(
             limit=self.limit(),

@@ -196,3 +196,12 @@ def test_truncate_text_respects_the_token_cap() -> None:
     assert tokens.count_text(cut) <= 50 and text.startswith(cut)
     assert tokens.truncate_text("short", 50) == "short"
     assert tokens.truncate_text("anything", 0) == ""
+
+
+def test_a_huge_message_is_cut_in_the_summary_request() -> None:
+    huge = turn(1, text_of(6000))
+    chunk = take_chunk([huge, turn(2, "next")], 1000)
+    assert chunk[0] == huge, "a turn larger than the room is still folded (cut)"
+    messages = summariser_messages("", chunk, max_tokens=200, group=False, line_cap=500)
+    assert tokens.count_text(messages[1]["content"]) < 600
+    assert "[…]" in messages[1]["content"]

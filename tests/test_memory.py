@@ -278,3 +278,16 @@ async def test_an_unknown_local_model_name_just_works(
     assert request.model == "my-finetune:q4_K_M"
     assert request.body["max_tokens"] == 4096, "the reply reservation is capped at half the window"
     await bot.stop()
+
+
+async def test_a_message_too_long_for_the_window_gets_a_clear_answer(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    bot = await bot_factory(model_context_window=512, max_output_tokens=128).start()
+    [notice] = await ask(tg, ALICE, "word " * 600)
+    assert "too long for this model" in tg.visible_text(notice)
+    assert ai.requests == [], "nothing the window cannot hold is ever sent"
+    assert db("SELECT COUNT(*) FROM messages WHERE chat_id = ?", (ALICE,)) == [(1,)]
+    [reply] = await ask(tg, ALICE, "short one")
+    assert tg.visible_text(reply) == "Echo: short one"
+    await bot.stop()
