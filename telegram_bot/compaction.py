@@ -147,7 +147,22 @@ class Compactor:
 
     async def maintain(self, chat: ChatKey, persona: str) -> Summary | None:
         """Folds the oldest turns when the verbatim ones pass their cap; returns the new
-        summary, or None when nothing was (or could be) folded. Never raises ModelError."""
+        summary, or None when nothing was (or could be) folded.
+
+        Never raises (cancellation aside): it runs after the user already has the reply, so
+        whatever goes wrong here is logged and must not turn into an error message in the chat.
+        """
+        try:
+            return await self._maintain(chat, persona)
+        except Exception:
+            log.exception("chat=%s compaction failed unexpectedly", chat)
+            return None
+
+    def forget(self, chat: ChatKey) -> None:
+        """A new conversation starts with no failure history."""
+        self._failures.pop(chat, None)
+
+    async def _maintain(self, chat: ChatKey, persona: str) -> Summary | None:
         s = self.settings
         if s.summary_token_budget <= 0 or self._backing_off(chat):
             return None

@@ -150,6 +150,7 @@ class Conversation:
         """Starts a fresh conversation; earlier turns stay in the database, archived."""
         async with self._locks.hold(chat):
             archived = await self.store.archive(chat)
+            self.compactor.forget(chat)
         log.info("chat=%s reset: %d messages archived", chat, archived)
         return archived
 
