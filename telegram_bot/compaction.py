@@ -217,7 +217,7 @@ class Compactor:
         )
         if not completion.usage_estimated:
             counted = tokens.count_messages(messages, self.model)
-            self.memory.calibration.observe(self.model, counted, completion.usage.prompt_tokens)
+            await self.memory.learn(self.model, counted, completion.usage.prompt_tokens)
         text = tokens.truncate_text(completion.text.strip(), cap, s.openai_model)
         saved = await self.store.save_summary(
             NewSummary(

@@ -124,7 +124,7 @@ class Conversation:
                 chat,
                 prompt.tokens,
             )
-            self.memory.calibration.overflowed(self.settings.openai_model)
+            await self.memory.overflowed(self.settings.openai_model)
             # The raised factor also lowers the verbatim cap, so the compaction that follows
             # the reply folds what this squeezed prompt had to leave out.
             prompt = await self.memory.prompt(chat, persona, squeeze=0.5, turn_id=turn_id)
@@ -139,7 +139,7 @@ class Conversation:
             label=str(chat),
         )
         if not completion.usage_estimated:
-            self.memory.calibration.observe(
+            await self.memory.learn(
                 self.settings.openai_model,
                 prompt.tokens,
                 completion.usage.prompt_tokens,

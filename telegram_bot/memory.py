@@ -241,7 +241,8 @@ class Calibration:
     A local model's tokenizer may count 30% more than tiktoken; dividing our limit by the
     factor keeps the server's count inside the window. The factor rises at once to what the
     server reports (the next request must fit) and relaxes slowly when it reports less. It
-    never goes below 1 (counting too low is the dangerous direction) or above 4.
+    never goes below 1 (counting too low is the dangerous direction) or above 4. `Memory`
+    saves it in the store, so a restart does not overflow once to learn it again.
     """
 
     MAX = 4.0
@@ -252,16 +253,23 @@ class Calibration:
     def factor(self, model: str) -> float:
         return self._factors.get(model, 1.0)
 
-    def observe(self, model: str, counted: int, reported: int) -> None:
+    def load(self, factors: dict[str, float]) -> None:
+        for model, factor in factors.items():
+            self._factors.setdefault(model, min(self.MAX, max(1.0, factor)))
+
+    def observe(self, model: str, counted: int, reported: int) -> bool:
+        """Learns from one exchange; True when the factor changed enough to be worth saving."""
         if counted < 16 or reported <= 0:  # too small to say anything about the tokenizer
-            return
+            return False
         ratio = reported / counted
         current = self.factor(model)
         learned = ratio if ratio > current else 0.8 * current + 0.2 * ratio
         learned = min(self.MAX, max(1.0, learned))
-        if abs(learned - current) > 0.01:
-            log.info("model=%s token correction factor %.2f -> %.2f", model, current, learned)
         self._factors[model] = learned
+        if abs(learned - current) <= 0.01:
+            return False
+        log.info("model=%s token correction factor %.2f -> %.2f", model, current, learned)
+        return True
 
     def overflowed(self, model: str) -> None:
         """The server said the prompt was too long although our count fit: count higher."""
@@ -276,6 +284,21 @@ class Memory:
         self.store = store
         self.settings = settings
         self.calibration = Calibration()
+        self._loaded = False
+
+    async def load_factors(self) -> None:
+        """Reads the factors learned before a restart, once per process."""
+        if not self._loaded:
+            self.calibration.load(await self.store.token_factors())
+            self._loaded = True
+
+    async def learn(self, model: str, counted: int, reported: int) -> None:
+        if self.calibration.observe(model, counted, reported):
+            await self.store.set_token_factor(model, self.calibration.factor(model))
+
+    async def overflowed(self, model: str) -> None:
+        self.calibration.overflowed(model)
+        await self.store.set_token_factor(model, self.calibration.factor(model))
 
     @property
     def model(self) -> str:
@@ -319,6 +342,7 @@ class Memory:
     ) -> Prompt:
         """The prompt answering stored message `turn_id` (default: the chat's newest)."""
         s = self.settings
+        await self.load_factors()
         summary = await self.store.current_summary(chat) if s.summary_token_budget else None
         turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
         if turn_id is not None:  # messages stored while this one waited are not its history

@@ -85,6 +85,9 @@ async def m002_memory(db: aiosqlite.Connection) -> None:
 
     `messages_fts` is an external-content FTS5 index over message text (kept in step by
     triggers), so details a summary lost can be recalled from the chat's own archive.
+
+    `token_factors` keeps the learned ratio between a model server's token count and ours,
+    so a restart does not have to overflow the window once to learn it again.
     """
     await db.execute("ALTER TABLE messages ADD COLUMN summarised INTEGER NOT NULL DEFAULT 0")
     await db.execute(
@@ -125,6 +128,10 @@ async def m002_memory(db: aiosqlite.Connection) -> None:
         " INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END"
     )
     await db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+    await db.execute(
+        "CREATE TABLE token_factors ("
+        "model TEXT PRIMARY KEY, factor REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_memory)

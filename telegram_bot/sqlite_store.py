@@ -325,3 +325,15 @@ class SQLiteStore:
         params = (query, chat.chat_id, chat.thread_id, before_id, limit)
         async with self.db.execute(sql, params) as cursor:
             return [_turn(row) for row in await cursor.fetchall()]
+
+    async def token_factors(self) -> dict[str, float]:
+        async with self.db.execute("SELECT model, factor FROM token_factors") as cursor:
+            return {row[0]: float(row[1]) for row in await cursor.fetchall()}
+
+    async def set_token_factor(self, model: str, factor: float) -> None:
+        await self._write(
+            "INSERT INTO token_factors (model, factor, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (model) DO UPDATE SET factor = excluded.factor, "
+            "updated_at = excluded.updated_at",
+            (model, factor, time.time()),
+        )

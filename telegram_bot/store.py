@@ -59,6 +59,11 @@ class Store(Protocol):
         /reset) older than `before_id` containing any of `words`, best match first. The words
         are plain text, never query syntax."""
 
+    async def token_factors(self) -> dict[str, float]:
+        """The learned token-count correction factor of every model seen."""
+
+    async def set_token_factor(self, model: str, factor: float) -> None: ...
+
 
 def open_sqlite(path: Path) -> Store:
     from .sqlite_store import SQLiteStore

@@ -218,6 +218,12 @@ async def test_the_correction_factor_converges_on_a_tokenizer_counting_more(
     assert max(r.prompt_tokens for r in requests[-4:]) > 0.5 * (window - 200)
     texts = [tg.visible_text(c) for c in final_messages(tg, ALICE)]
     assert len(texts) == 14 and all(t.startswith("Noted") for t in texts)
+    # The factor is remembered across a restart: no overflow to learn it again.
+    await bot.restart()
+    before = len(ai.requests)
+    await ask(tg, ALICE, filler(20) + " " + filler(21))
+    [after_restart] = [r for r in ai.requests[before:] if not is_summary(r)]
+    assert after_restart.prompt_tokens + 200 <= window
     await bot.stop()
 
 

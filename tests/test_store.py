@@ -239,3 +239,11 @@ async def test_m002_indexes_messages_of_a_database_from_before_it(tmp_path: Path
     [found] = await store.search_turns(CHAT, ["invoice"], before_id=last)
     assert found.text == "the invoice number is 88231" and not found.summarised
     await store.close()
+
+
+async def test_token_factors_are_kept_per_model(store: Store) -> None:
+    assert await store.token_factors() == {}
+    await store.set_token_factor("llama3", 1.3)
+    await store.set_token_factor("gpt-4o", 1.0)
+    await store.set_token_factor("llama3", 1.25)
+    assert await store.token_factors() == {"llama3": 1.25, "gpt-4o": 1.0}
