@@ -218,12 +218,13 @@ async def test_the_correction_factor_converges_on_a_tokenizer_counting_more(
     assert max(r.prompt_tokens for r in requests[-4:]) > 0.5 * (window - 200)
     texts = [tg.visible_text(c) for c in final_messages(tg, ALICE)]
     assert len(texts) == 14 and all(t.startswith("Noted") for t in texts)
-    # The factor is remembered across a restart: no overflow to learn it again.
+    # The factor is remembered across a restart: a big first message after it does not
+    # overflow (with a forgotten factor of 1.0 this prompt would be counted 1.3x too low).
     await bot.restart()
     before = len(ai.requests)
-    await ask(tg, ALICE, filler(20) + " " + filler(21))
-    [after_restart] = [r for r in ai.requests[before:] if not is_summary(r)]
-    assert after_restart.prompt_tokens + 200 <= window
+    await ask(tg, ALICE, "Keep this list: " + " ".join(f"item{i}" for i in range(380)))
+    after_restart = [r for r in ai.requests[before:] if not is_summary(r)]
+    assert after_restart[0].prompt_tokens + 200 <= window
     await bot.stop()
 
 
