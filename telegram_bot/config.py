@@ -134,6 +134,27 @@ class Settings:
     stop_button: bool = _setting("STOP_BUTTON", _bool, False)
     shutdown_grace: float = _setting("SHUTDOWN_GRACE", _float(0.0), 5.0)
 
+    # --- Long conversations and memory (issue 3) ---------------------------------------------
+    # MODEL_CONTEXT_WINDOW unset: a default for the model family (see `budget.context_window_for`).
+    model_context_window: int | None = _setting("MODEL_CONTEXT_WINDOW", _int(256), None)
+    # 0 turns summaries off (oldest turns are then only dropped from the prompt).
+    summary_token_budget: int = _setting("SUMMARY_TOKEN_BUDGET", _int(0, 100_000), 600)
+    # 0 turns recall of archived snippets off.
+    recall_token_budget: int = _setting("RECALL_TOKEN_BUDGET", _int(0, 100_000), 500)
+    # Empty: the main model (OPENAI_MODEL) writes the summaries.
+    summary_model: str = _setting("SUMMARY_MODEL", _text, "")
+
+    @property
+    def context_window(self) -> int:
+        """MODEL_CONTEXT_WINDOW, or the known window of the model family (8192 otherwise)."""
+        from .budget import context_window_for
+
+        return self.model_context_window or context_window_for(self.openai_model)
+
+    @property
+    def summariser_model(self) -> str:
+        return self.summary_model.strip() or self.openai_model
+
     @property
     def uses_openai(self) -> bool:
         """True when talking to OpenAI itself, where an API key is mandatory."""

@@ -1,7 +1,8 @@
 """A terminal chat on the same engine and database as the bot (`python -m telegram_bot chat`).
 
-Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation and `/exit`
-(or end of input) leaves. Reads stdin line by line, so it can also be scripted.
+Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation, `/memory`
+shows what is kept of it, and `/exit` (or end of input) leaves. Reads stdin line by line, so it
+can also be scripted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .config import Settings
 from .conversation import Conversation, Incoming
 from .errors import ModelError
 from .llm import LLM
+from .memory import describe
 from .models import CONSOLE_CHAT, Author, Status
 from .store import open_sqlite
 
@@ -47,7 +49,10 @@ async def run_console(
     llm = LLM(settings)
     engine = Conversation(store, llm, settings)
     loop = asyncio.get_running_loop()
-    out.write(f"Console chat with {settings.openai_model}. /reset starts over, /exit leaves.\n")
+    out.write(
+        f"Console chat with {settings.openai_model}. "
+        "/reset starts over, /memory shows what is kept, /exit leaves.\n"
+    )
     try:
         while True:
             out.write("you> ")
@@ -60,6 +65,9 @@ async def run_console(
                 continue
             if text in {"/exit", "/quit"}:
                 break
+            if text == "/memory":
+                out.write(describe(await engine.memory_status(CONSOLE_CHAT)) + "\n")
+                continue
             if text == "/reset":
                 count = await engine.reset(CONSOLE_CHAT)
                 out.write(f"Started a fresh conversation ({count} messages archived).\n")

@@ -12,6 +12,12 @@ shutdown): the call is a task of its own, cancelled so the model's stream is clo
 text so far is kept and stored as `stopped` or `partial`. `retry` answers the last question
 again; the replaced answer is archived and linked to its successor, never deleted. Every model
 call's tokens are booked per chat, user and UTC day (`Store.record_usage`).
+
+Memory (`memory.py`, `compaction.py`) builds each prompt within the model's window: persona,
+rolling summary, recalled snippets, newest turns. A context-length error from the server raises
+the learned token factor and retries once with a squeezed prompt. Old turns are folded into
+the summary after the reply is out, still under the chat's lock, so the chat's next message
+sees the result and no reply ever waits for a summary.
 """
 
 from __future__ import annotations
@@ -23,15 +29,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tokens
-from .errors import ModelStreamInterrupted, NothingToRetry, ReplyInterrupted
+from .compaction import Compactor
+from .errors import ContextTooLong, ModelStreamInterrupted, NothingToRetry, ReplyInterrupted
 from .limits import today
 from .locks import KeyedLocks
-from .memory import build_prompt
+from .memory import Memory, MemoryStatus, Prompt, memory_status
 from .models import Author, ChatKey, NewTurn, Role, Status, Usage
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .llm import LLM, Completion
+    from .llm import LLM, Completion, OnText
     from .store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,14 @@ class _InFlight:
     stopped_as: Status | None = None
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What a model call has produced so far: enough to store and book a reply cut short."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+
+
 class Conversation:
     def __init__(self, store: Store, llm: LLM, settings: Settings) -> None:
         self.store = store
@@ -82,6 +97,8 @@ class Conversation:
         self.settings = settings
         self._locks = KeyedLocks()
         self._inflight: dict[ChatKey, _InFlight] = {}
+        self.memory = Memory(store, settings)
+        self.compactor = Compactor(store, llm, settings, self.memory)
 
     async def persona(self, chat: ChatKey) -> str:
         return await self.store.get_persona(chat.chat_id) or self.settings.system_prompt
@@ -90,57 +107,56 @@ class Conversation:
         """Answers one user message; raises ModelError after storing whatever can be kept."""
         async with self._locks.hold(incoming.chat):
             user_turn_id = await self._store_user_turn(incoming)
-            messages = await self._prompt(incoming.chat)
-            return await self._generate(incoming, messages, sink, user_turn_id)
+            persona = await self.persona(incoming.chat)
+            reply = await self._generate(incoming, persona, sink, user_turn_id)
+            # The reply is out; fold old turns into the summary now, still holding the chat's
+            # lock so its next message sees the result (and never waits inside a reply).
+            await self.compactor.maintain(incoming.chat, persona)
+            return reply
 
     async def _generate(
         self,
         incoming: Incoming,
-        messages: list[dict[str, str]],
+        persona: str,
         sink: ReplySink,
         user_turn_id: int,
         replaces: Sequence[int] = (),
     ) -> Reply:
         """Calls the model and stores its reply, however the call ends."""
-        latest = ""
+        progress = _Progress()
 
         def on_text(text: str) -> None:
-            nonlocal latest
-            latest = text
+            progress.text = text
             sink.partial(text)
 
-        def finish(text: str, status: Status, usage: Usage | None = None) -> Awaitable[Reply]:
-            usage = usage or self._estimate(messages, text)
+        def finish(text: str, status: Status) -> Awaitable[Reply]:
+            usage = self._estimate(progress.prompt_tokens, text)
             return self._finish(
                 incoming, text, status, sink, user_turn_id, usage=usage, replaces=replaces
             )
 
         try:
             completion = await self._stoppable(
-                incoming,
-                self.llm.chat(
-                    messages,
-                    max_tokens=self.settings.max_output_tokens,
-                    stream=self.settings.streaming,
-                    on_text=on_text,
-                    label=str(incoming.chat),
-                ),
+                incoming, self._ask(incoming.chat, persona, user_turn_id, on_text, progress)
             )
         except ModelStreamInterrupted as exc:
             if exc.partial:
                 await finish(exc.partial, Status.PARTIAL)
             raise
         except asyncio.CancelledError:
-            if latest:
-                await finish(latest, Status.PARTIAL)
+            if progress.text:
+                await finish(progress.text, Status.PARTIAL)
             raise
         except _Stopped as stop:
             log.info(
-                "chat=%s reply %s after %d characters", incoming.chat, stop.status, len(latest)
+                "chat=%s reply %s after %d characters",
+                incoming.chat,
+                stop.status,
+                len(progress.text),
             )
             reply = Reply("", stop.status, Usage(), user_turn_id, None, None)
-            if latest:
-                reply = await finish(latest, stop.status)
+            if progress.text:
+                reply = await finish(progress.text, stop.status)
             if stop.status is Status.PARTIAL:
                 raise ReplyInterrupted() from None
             return reply
@@ -154,6 +170,55 @@ class Conversation:
             model=completion.model,
             replaces=replaces,
         )
+
+    async def _ask(
+        self,
+        chat: ChatKey,
+        persona: str,
+        turn_id: int,
+        on_text: OnText,
+        progress: _Progress,
+    ) -> Completion:
+        """One model call within the window; on a context-length error (the server's tokenizer
+        counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
+        """
+        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id)
+        try:
+            return await self._call(chat, prompt, on_text, progress)
+        except ContextTooLong:
+            log.warning(
+                "chat=%s context length exceeded at %d counted tokens; retrying smaller",
+                chat,
+                prompt.tokens,
+            )
+            await self.memory.overflowed(self.settings.openai_model)
+            # The raised factor also lowers the verbatim cap, so the compaction that follows
+            # the reply folds what this squeezed prompt had to leave out.
+            prompt = await self.memory.prompt(chat, persona, squeeze=0.5, turn_id=turn_id)
+            return await self._call(chat, prompt, on_text, progress)
+
+    async def _call(
+        self, chat: ChatKey, prompt: Prompt, on_text: OnText, progress: _Progress
+    ) -> Completion:
+        progress.prompt_tokens = prompt.tokens
+        completion = await self.llm.chat(
+            prompt.messages,
+            max_tokens=self.memory.max_output_tokens,
+            stream=self.settings.streaming,
+            on_text=on_text,
+            label=str(chat),
+        )
+        if not completion.usage_estimated:
+            await self.memory.learn(
+                self.settings.openai_model,
+                prompt.tokens,
+                completion.usage.prompt_tokens,
+            )
+        return completion
+
+    async def memory_status(self, chat: ChatKey) -> MemoryStatus:
+        """What /memory shows: tokens in use against the budget, and the summary."""
+        return await memory_status(self.memory, chat, await self.persona(chat))
 
     def stop(self, chat: ChatKey, by_user: int | None = None) -> bool:
         """Stops the chat's running reply; False if none is running or it is not `by_user`'s.
@@ -201,11 +266,13 @@ class Conversation:
             # Usage is booked on whoever asked for the retry.
             author = Author(by_user, question.author.name if question.author else "")
             incoming = Incoming(chat, question.text, author, question.tg_message_id)
-            messages = await self._prompt(chat)
-            while len(messages) > 1 and messages[-1]["role"] == "assistant":
-                messages.pop()  # the answers being replaced are not shown to the model
+            persona = await self.persona(chat)
+            # The prompt answers the question as it stood: later turns (the answers being
+            # replaced) are not shown to the model.
             replaces = [turn.id for turn in old]
-            return await self._generate(incoming, messages, sink, question.id, replaces)
+            reply = await self._generate(incoming, persona, sink, question.id, replaces)
+            await self.compactor.maintain(chat, persona)
+            return reply
 
     async def _stoppable(self, incoming: Incoming, call: Awaitable[Completion]) -> Completion:
         """Runs the model call as its own task, so `stop` can cancel it (closing the stream)."""
@@ -223,15 +290,15 @@ class Conversation:
             if self._inflight.get(incoming.chat) is running:
                 del self._inflight[incoming.chat]
 
-    def _estimate(self, messages: list[dict[str, str]], text: str) -> Usage:
+    def _estimate(self, prompt_tokens: int, text: str) -> Usage:
         """Tokens of a call that ended early (the server's count never arrived)."""
-        model = self.settings.openai_model
-        return Usage(tokens.count_messages(messages, model), tokens.count_text(text, model))
+        return Usage(prompt_tokens, tokens.count_text(text, self.settings.openai_model))
 
     async def reset(self, chat: ChatKey) -> int:
         """Starts a fresh conversation; earlier turns stay in the database, archived."""
         async with self._locks.hold(chat):
             archived = await self.store.archive(chat)
+            self.compactor.forget(chat)
         log.info("chat=%s reset: %d messages archived", chat, archived)
         return archived
 
@@ -253,11 +320,6 @@ class Conversation:
             ),
             chat_kind=incoming.chat_kind,
         )
-
-    async def _prompt(self, chat: ChatKey) -> list[dict[str, str]]:
-        persona = await self.persona(chat)
-        history = await self.store.recent_turns(chat, self.settings.history_token_budget)
-        return build_prompt(persona, history)
 
     async def _finish(
         self,

@@ -50,6 +50,10 @@ class ContextTooLong(ModelError):
     """This conversation is too long for the model. Send /reset to start a fresh one."""
 
 
+class PromptTooLong(ModelError):
+    """That message is too long for this model's context window. Please send a shorter one."""
+
+
 class ModelStreamInterrupted(ModelError):
     """The answer was cut off because the connection to the model broke. Please try again."""
 

@@ -74,6 +74,66 @@ async def m001_initial(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX messages_live ON messages (chat_id, thread_id, archived, id)")
 
 
+async def m002_memory(db: aiosqlite.Connection) -> None:
+    """Rolling summaries, the `summarised` mark, and a full-text index for recall.
+
+    Long conversations are folded, oldest turns first, into one rolling summary per
+    conversation. Each summary row records the range of messages it covers and the usage of the
+    model call that wrote it (so summary costs can be counted per chat and day). The folded
+    messages are only marked `summarised`; nothing is deleted. A summary belongs to the
+    conversation of the messages it covers: once /reset archives them, it is no longer current.
+
+    `messages_fts` is an external-content FTS5 index over message text (kept in step by
+    triggers), so details a summary lost can be recalled from the chat's own archive.
+
+    `token_factors` keeps the learned ratio between a model server's token count and ours,
+    so a restart does not have to overflow the window once to learn it again.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN summarised INTEGER NOT NULL DEFAULT 0")
+    await db.execute(
+        """
+        CREATE TABLE summaries (
+            id                INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id           INTEGER NOT NULL,
+            thread_id         INTEGER NOT NULL DEFAULT 0,
+            text              TEXT    NOT NULL,
+            tokens            INTEGER NOT NULL,
+            first_message_id  INTEGER NOT NULL REFERENCES messages (id),
+            last_message_id   INTEGER NOT NULL REFERENCES messages (id),
+            messages_covered  INTEGER NOT NULL,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            created_at        REAL    NOT NULL
+        )
+        """
+    )
+    await db.execute("CREATE INDEX summaries_chat ON summaries (chat_id, thread_id, id)")
+    await db.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        "text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+        "INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+        "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+        " END"
+    )
+    await db.execute(
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN "
+        "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+        " INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END"
+    )
+    await db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+    await db.execute(
+        "CREATE TABLE token_factors ("
+        "model TEXT PRIMARY KEY, factor REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+
+
 async def m003_overheard_messages(db: aiosqlite.Connection) -> None:
     """Group messages the bot saw but was not addressed with ("overheard").
 
@@ -116,7 +176,12 @@ async def m004_usage_and_retry(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX messages_tg ON messages (chat_id, tg_message_id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m003_overheard_messages, m004_usage_and_retry)
+MIGRATIONS: tuple[Migration, ...] = (
+    m001_initial,
+    m002_memory,
+    m003_overheard_messages,
+    m004_usage_and_retry,
+)
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

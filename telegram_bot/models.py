@@ -82,6 +82,7 @@ class Turn:
     status: Status = Status.COMPLETE
     tg_message_id: int | None = None
     archived: bool = False
+    summarised: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,32 @@ class Chat:
     kind: str
     title: str | None
     active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The rolling summary of a conversation's earlier messages (ids first..last)."""
+
+    id: int
+    chat: ChatKey
+    text: str
+    tokens: int
+    first_message_id: int
+    last_message_id: int
+    messages_covered: int  # all messages folded so far in this conversation
+    created_at: datetime
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class NewSummary:
+    """A summary about to be stored; it covers every live message up to `last_message_id`."""
+
+    chat: ChatKey
+    text: str
+    tokens: int
+    first_message_id: int
+    last_message_id: int
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)

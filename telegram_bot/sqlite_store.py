@@ -21,11 +21,27 @@ from typing import Any
 import aiosqlite
 
 from .migrations import migrate
-from .models import Author, Chat, ChatKey, NewTurn, Role, Status, Turn, UsageTotals
+from .models import (
+    Author,
+    Chat,
+    ChatKey,
+    NewSummary,
+    NewTurn,
+    Role,
+    Status,
+    Summary,
+    Turn,
+    Usage,
+    UsageTotals,
+)
 
 _TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived"
+    "tg_message_id, archived, summarised"
+)
+_SUMMARY_COLUMNS = (
+    "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
+    "created_at, model, prompt_tokens, completion_tokens"
 )
 
 
@@ -42,7 +58,37 @@ def _turn(row: aiosqlite.Row | tuple[Any, ...]) -> Turn:
         status=Status(row[9]),
         tg_message_id=row[10],
         archived=bool(row[11]),
+        summarised=bool(row[12]),
     )
+
+
+def _summary(row: aiosqlite.Row | tuple[Any, ...]) -> Summary:
+    return Summary(
+        id=row[0],
+        chat=ChatKey(row[1], row[2]),
+        text=row[3],
+        tokens=row[4],
+        first_message_id=row[5],
+        last_message_id=row[6],
+        messages_covered=row[7],
+        created_at=datetime.fromtimestamp(row[8], UTC),
+        model=row[9],
+        usage=Usage(row[10] or 0, row[11] or 0),
+    )
+
+
+def fts_query(words: Sequence[str]) -> str:
+    """An FTS5 query matching any of `words`; each is a quoted string, so no user text can
+    be FTS syntax. Words of four letters or more also match as prefixes ("sister" finds
+    "sisters")."""
+    terms = []
+    for raw in words:
+        word = "".join(ch for ch in raw if ch.isprintable()).strip()  # FTS5 rejects NUL
+        if not word:
+            continue
+        quoted = '"' + word.replace('"', '""') + '"'
+        terms.append(quoted + "*" if len(word) >= 4 else quoted)
+    return " OR ".join(terms)
 
 
 class SQLiteStore:
@@ -352,3 +398,112 @@ class SQLiteStore:
                 "UPDATE messages SET archived = 1, superseded_by = ? WHERE id = ?",
                 [(by, turn_id) for turn_id in turn_ids],
             )
+
+    # -- memory: summaries and recall (m002) ----------------------------------------------
+
+    async def unsummarised_turns(self, chat: ChatKey, max_tokens: int | None = None) -> list[Turn]:
+        live = (
+            "FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0 "
+            "AND summarised = 0 AND status != 'failed'"
+        )
+        params: tuple[Any, ...] = (chat.chat_id, chat.thread_id)
+        if max_tokens is None:
+            sql = f"SELECT {_TURN_COLUMNS} {live} ORDER BY id"
+        else:
+            sql = f"""
+                SELECT {_TURN_COLUMNS} FROM (
+                    SELECT *, SUM(tokens) OVER (ORDER BY id DESC) AS running,
+                           ROW_NUMBER() OVER (ORDER BY id DESC) AS newest {live}
+                ) WHERE running <= ? OR newest = 1 ORDER BY id
+            """
+            params += (max_tokens,)
+        async with self.db.execute(sql, params) as cursor:
+            return [_turn(row) for row in await cursor.fetchall()]
+
+    async def current_summary(self, chat: ChatKey) -> Summary | None:
+        return await self._current_summary(self.db, chat)
+
+    async def _current_summary(self, db: aiosqlite.Connection, chat: ChatKey) -> Summary | None:
+        # A summary belongs to the conversation of the messages it covers: once /reset has
+        # archived them it is history, and the new conversation starts without one.
+        sql = f"""
+            SELECT {", ".join("s." + c.strip() for c in _SUMMARY_COLUMNS.split(","))}
+            FROM summaries s JOIN messages m ON m.id = s.last_message_id
+            WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
+            ORDER BY s.id DESC LIMIT 1
+        """
+        async with db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
+            row = await cursor.fetchone()
+        return _summary(row) if row else None
+
+    async def save_summary(self, summary: NewSummary) -> Summary:
+        chat = summary.chat
+        now = time.time()
+        async with self._transaction() as db:
+            previous = await self._current_summary(db, chat)
+            marked = await db.execute(
+                "UPDATE messages SET summarised = 1 WHERE chat_id = ? AND thread_id = ? "
+                "AND archived = 0 AND summarised = 0 AND id <= ?",
+                (chat.chat_id, chat.thread_id, summary.last_message_id),
+            )
+            covered = (previous.messages_covered if previous else 0) + marked.rowcount
+            first = previous.first_message_id if previous else summary.first_message_id
+            cursor = await db.execute(
+                "INSERT INTO summaries (chat_id, thread_id, text, tokens, first_message_id, "
+                "last_message_id, messages_covered, model, prompt_tokens, completion_tokens, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    chat.chat_id,
+                    chat.thread_id,
+                    summary.text,
+                    summary.tokens,
+                    first,
+                    summary.last_message_id,
+                    covered,
+                    summary.model,
+                    summary.usage.prompt_tokens or None,
+                    summary.usage.completion_tokens or None,
+                    now,
+                ),
+            )
+        return Summary(
+            id=cursor.lastrowid or 0,
+            chat=chat,
+            text=summary.text,
+            tokens=summary.tokens,
+            first_message_id=first,
+            last_message_id=summary.last_message_id,
+            messages_covered=covered,
+            created_at=datetime.fromtimestamp(now, UTC),
+            model=summary.model,
+            usage=summary.usage,
+        )
+
+    async def search_turns(
+        self, chat: ChatKey, words: Sequence[str], *, before_id: int, limit: int = 8
+    ) -> list[Turn]:
+        query = fts_query(words)
+        if not query or limit <= 0:
+            return []
+        columns = ", ".join("m." + c.strip() for c in _TURN_COLUMNS.split(","))
+        sql = f"""
+            SELECT {columns} FROM messages_fts f JOIN messages m ON m.id = f.rowid
+            WHERE messages_fts MATCH ? AND m.chat_id = ? AND m.thread_id = ?
+              AND m.archived = 0 AND m.status != 'failed' AND m.id < ?
+            ORDER BY bm25(messages_fts), m.id DESC LIMIT ?
+        """
+        params = (query, chat.chat_id, chat.thread_id, before_id, limit)
+        async with self.db.execute(sql, params) as cursor:
+            return [_turn(row) for row in await cursor.fetchall()]
+
+    async def token_factors(self) -> dict[str, float]:
+        async with self.db.execute("SELECT model, factor FROM token_factors") as cursor:
+            return {row[0]: float(row[1]) for row in await cursor.fetchall()}
+
+    async def set_token_factor(self, model: str, factor: float) -> None:
+        await self._write(
+            "INSERT INTO token_factors (model, factor, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (model) DO UPDATE SET factor = excluded.factor, "
+            "updated_at = excluded.updated_at",
+            (model, factor, time.time()),
+        )

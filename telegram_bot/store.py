@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from .models import Chat, ChatKey, NewTurn, Turn, UsageTotals
+from .models import Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
 
 
 class Store(Protocol):
@@ -94,6 +94,31 @@ class Store(Protocol):
 
     async def supersede(self, turn_ids: Sequence[int], by: int) -> None:
         """Archives replies that /retry replaced, linking them to their successor."""
+
+    # -- memory (rolling summaries and recall) ---------------------------------------------
+
+    async def unsummarised_turns(self, chat: ChatKey, max_tokens: int | None = None) -> list[Turn]:
+        """Live turns not yet folded into the summary, oldest first; with `max_tokens`, only
+        the newest that fit (but always the newest one)."""
+
+    async def current_summary(self, chat: ChatKey) -> Summary | None:
+        """The latest summary of the current conversation (None after /reset)."""
+
+    async def save_summary(self, summary: NewSummary) -> Summary:
+        """Stores a new rolling summary and, atomically, marks every live message up to its
+        `last_message_id` summarised. Nothing is deleted."""
+
+    async def search_turns(
+        self, chat: ChatKey, words: Sequence[str], *, before_id: int, limit: int = 8
+    ) -> list[Turn]:
+        """Full-text recall: live turns of this chat (never another chat, never before a
+        /reset) older than `before_id` containing any of `words`, best match first. The words
+        are plain text, never query syntax."""
+
+    async def token_factors(self) -> dict[str, float]:
+        """The learned token-count correction factor of every model seen."""
+
+    async def set_token_factor(self, model: str, factor: float) -> None: ...
 
 
 def open_sqlite(path: Path) -> Store:

@@ -135,3 +135,21 @@ def warm(model: str = "") -> None:
         encoding(encoding_name_for(model) if model else FALLBACK_ENCODING)
     except Exception:  # a broken cache must not kill start-up; counting will retry and say why
         log.exception("Could not load the token encoding")
+
+
+def truncate_text(text: str, max_tokens: int, model: str = "") -> str:
+    """The longest prefix of `text` that is at most `max_tokens` tokens (cut at a token edge)."""
+    if max_tokens <= 0:
+        return ""
+    enc = encoding(encoding_name_for(model) if model else FALLBACK_ENCODING)
+    ids = enc.encode(text, disallowed_special=())
+    if len(ids) <= max_tokens:
+        return text
+    keep = max_tokens
+    while True:
+        # A cut inside a multi-byte character decodes to U+FFFD; drop it. Re-encoding a
+        # decoded prefix can merge differently, so check the count and cut further if needed.
+        prefix = enc.decode(ids[:keep]).rstrip("\ufffd")
+        if keep <= 0 or len(enc.encode(prefix, disallowed_special=())) <= max_tokens:
+            return prefix
+        keep -= 1

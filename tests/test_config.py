@@ -105,3 +105,25 @@ def test_every_setting_is_documented_in_the_readme_and_env_example() -> None:
         name = f.metadata["env"]
         assert f"| `{name}` |" in readme, f"{name} has no row in README's Settings table"
         assert f"{name}=" in example, f"{name} is missing from .env.example"
+
+
+def test_memory_settings_default_by_model_and_parse() -> None:
+    keys = {"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-x"}
+    s = load_settings(keys, None)
+    assert s.context_window == 128_000, "gpt-4o-mini's window"
+    assert (s.summary_token_budget, s.recall_token_budget) == (600, 500)
+    assert s.summariser_model == "gpt-4o-mini"
+    s = load_settings(
+        {
+            **keys,
+            "OPENAI_MODEL": "some-local-model",
+            "MODEL_CONTEXT_WINDOW": "4096",
+            "SUMMARY_MODEL": "tiny",
+            "SUMMARY_TOKEN_BUDGET": "0",
+        },
+        None,
+    )
+    assert (s.context_window, s.summariser_model, s.summary_token_budget) == (4096, "tiny", 0)
+    assert load_settings({**keys, "OPENAI_MODEL": "mystery"}, None).context_window == 8192
+    with pytest.raises(ConfigError, match="MODEL_CONTEXT_WINDOW"):
+        load_settings({**keys, "MODEL_CONTEXT_WINDOW": "lots"}, None)

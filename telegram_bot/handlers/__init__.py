@@ -30,6 +30,7 @@ def register(application: BotApp) -> None:
     application.add_handler(CommandHandler("reset", commands.reset))
     application.add_handler(CommandHandler("ask", group.on_ask))
     application.add_handler(CommandHandler("persona", admin.persona))
+    application.add_handler(CommandHandler("memory", commands.memory))
     application.add_handler(CommandHandler("stop", control.stop_command))
     application.add_handler(CommandHandler("retry", control.retry))
     application.add_handler(CommandHandler("usage", usage.usage))

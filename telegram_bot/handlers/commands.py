@@ -1,4 +1,4 @@
-"""/start, /help, /reset and the command menu.
+"""/start, /help, /reset, /memory and the command menu.
 
 The menu is one declarative table, `MENU`: each command names where it applies (private chats,
 every group member, group admins), and `publish_commands` registers each Telegram scope's list
@@ -53,6 +53,7 @@ MENU: tuple[MenuCommand, ...] = (
     _command("reset", "Start a fresh conversation", PRIVATE, ADMIN),
     _command("persona", "Show the persona (admins: change it)", GROUP),
     _command("persona", "Show or change my persona", PRIVATE, ADMIN),
+    _command("memory", "What I remember of this conversation", PRIVATE, GROUP),
     _command("stop", "Stop the answer being written", PRIVATE, GROUP),
     _command("retry", "Answer my last question again", PRIVATE, GROUP),
     _command("usage", "Tokens you used today and this month", PRIVATE, GROUP),
@@ -129,6 +130,39 @@ async def reset(update: Update, context: Context) -> None:
     archived = await context.services.engine.reset(chat_key(update))
     note = f" ({archived} earlier messages archived)" if archived else ""
     await message.reply_text(f"Started a fresh conversation{note}. What's on your mind?")
+
+
+async def memory(update: Update, context: Context) -> None:
+    message = update.effective_message
+    chat = update.effective_chat
+    if message is None or chat is None:
+        return
+    from ..memory import describe
+    from .sender import TelegramReply
+
+    key = chat_key(update)
+    status = await context.services.engine.memory_status(key)
+    sink = TelegramReply(
+        context.bot,
+        chat.id,
+        interval=context.services.settings.stream_edit_interval,
+        thread_id=key.thread_id or None,
+        reply_to=message.message_id,
+        private=False,
+    )
+    for part in split_plain(describe(status)):
+        await sink.send_notice(part)
+
+
+def split_plain(text: str, limit: int = 4000) -> list[str]:
+    """Plain text in Telegram-sized pieces, cut at line ends where possible."""
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    return [*parts, text] if text else parts
 
 
 async def publish_commands(bot: Bot) -> None:
