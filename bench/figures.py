@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rig import Bot, Rig, rig
+from .rig import Bot, Rig, profiled, rig
 
 MB = 1024 * 1024
 
@@ -155,7 +155,8 @@ async def throughput(sizes: Sizes) -> list[Figure]:
                 (base + i % sizes.throughput_chats, f"message {i}")
                 for i in range(sizes.throughput_messages)
             ]
-            result = await _serve(the_rig, bot, messages, timeout=600)
+            with profiled(bot, f"throughput-{rep}"):
+                result = await _serve(the_rig, bot, messages, timeout=600)
             per_second.append(len(messages) / result["seconds"])
             cpu_ms.append(1000 * result["bot_cpu"] / len(messages))
             details.append(result)

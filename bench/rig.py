@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,28 @@ class Rig:
 
     def fake_cpu(self) -> dict[str, float]:
         return {"telegram": self.tg.child.cpu(), "openai": self.ai.child.cpu()}
+
+
+@contextlib.contextmanager
+def profiled(bot: Bot, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE=<dir>, samples the bot with py-spy (collapsed stacks) meanwhile."""
+    folder = os.environ.get("BENCH_PROFILE")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(bot.pid), "--format", "raw", "--rate", "200",
+         "--output", str(Path(folder) / f"{name}.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
 
 
 @contextlib.asynccontextmanager

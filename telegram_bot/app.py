@@ -25,7 +25,6 @@ from telegram.ext import (
     ContextTypes,
     ExtBot,
 )
-from telegram.request import HTTPXRequest
 
 from . import tokens
 from .config import Settings
@@ -33,6 +32,7 @@ from .conversation import Conversation
 from .llm import LLM
 from .locks import KeyedLocks
 from .store import Store, open_sqlite
+from .transport import AiohttpRequest
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .token(settings.telegram_bot_token)
         .base_url(settings.telegram_api_base_url)
         .context_types(ContextTypes(context=Context))
-        .request(HTTPXRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=60.0))
+        .request(AiohttpRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
+        .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=60.0))
         .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)

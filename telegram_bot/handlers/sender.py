@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
@@ -69,7 +69,8 @@ async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
 class TelegramReply:
     """A `ReplySink` for one answer in one chat."""
 
-    drafts_refused = False  # learned once per process: this Bot API server has no drafts
+    # Learned once per Bot API server (keyed by its URL): that server has no drafts.
+    drafts_refused: ClassVar[set[str]] = set()
 
     def __init__(
         self,
@@ -88,7 +89,7 @@ class TelegramReply:
         self.reply_to = reply_to
         self.interval = interval
         self.markup = markup
-        self.use_drafts = private and not TelegramReply.drafts_refused
+        self.use_drafts = private and bot.base_url not in TelegramReply.drafts_refused
         self.draft_id = next(_draft_ids)
         self.messages: list[Message] = []  # finished parts, plus the one being edited
         self._shown: list[tuple[str, bool]] = []  # (text, has buttons) of each message
@@ -96,6 +97,8 @@ class TelegramReply:
         self._changed = asyncio.Event()
         self._first_text = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
+        self._previewing = False  # a preview is on the wire: let it land, never cancel it
+        self._closing = False
         self._typing: asyncio.Task[None] | None = None
         self._next_show = 0.0
 
@@ -121,11 +124,20 @@ class TelegramReply:
     async def close(self) -> None:
         """Stops the typing indicator and the preview task (idempotent)."""
         self._first_text.set()
+        self._closing = True
         for task in (self._typing, self._pacer):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+            if task is None or task.done():
+                continue
+            if task is self._pacer and self._previewing:
+                # Cancelling a send in flight could deliver a message we never hear about,
+                # and the final answer would then send it twice.
+                self._changed.set()
+                with contextlib.suppress(TelegramError, ChatUnavailable):
                     await task
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._typing = self._pacer = None
 
     async def send_notice(self, text: str) -> None:
@@ -148,13 +160,16 @@ class TelegramReply:
                 await asyncio.wait_for(self._first_text.wait(), TYPING_RENEW)
 
     async def _pace(self) -> None:
-        while True:
+        while not self._closing:
             await self._changed.wait()
+            if self._closing:
+                return
             delay = self._next_show - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._changed.clear()
             self._next_show = time.monotonic() + self.interval
+            self._previewing = True
             try:
                 await self._preview(self._latest)
             except RetryAfter as exc:
@@ -163,6 +178,8 @@ class TelegramReply:
                 self._next_show = time.monotonic() + float(seconds)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
+            finally:
+                self._previewing = False
 
     async def _preview(self, text: str) -> None:
         parts = render(text)
@@ -193,7 +210,7 @@ class TelegramReply:
                 await self.bot.send_message_draft(self.chat_id, self.draft_id, part.plain)
                 return True
             log.info("Drafts refused (%s); streaming by editing a message instead", exc)
-            TelegramReply.drafts_refused = True
+            TelegramReply.drafts_refused.add(self.bot.base_url)
             self.use_drafts = False
             return False
 
