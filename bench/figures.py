@@ -66,18 +66,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _utilisation(cpu_before: dict[str, float], cpu_after: dict[str, float], wall: float) -> dict[str, float]:
+def _utilisation(
+    cpu_before: dict[str, float], cpu_after: dict[str, float], wall: float
+) -> dict[str, float]:
     return {name: round((cpu_after[name] - cpu_before[name]) / wall, 3) for name in cpu_after}
 
 
 async def _serve(
-    the_rig: Rig, bot: Bot, messages: list[tuple[int, str]], timeout: float
+    the_rig: Rig, bot: Bot, messages: list[tuple[int, str]], within: float
 ) -> dict[str, Any]:
     """Sends the messages at once and waits for one reply each; returns timings and costs."""
     await the_rig.tg.calls()  # move the cursor past everything before this run
     fakes_before, bot_before = the_rig.fake_cpu(), bot.cpu()
     pushed = await the_rig.tg.push(messages)
-    replies = await the_rig.tg.wait_calls("sendMessage", len(messages), timeout)
+    replies = await the_rig.tg.wait_calls("sendMessage", len(messages), within)
     wall = max(float(c["at"]) for c in replies) - pushed
     done = time.monotonic() - pushed
     return {
@@ -106,7 +108,7 @@ async def _started_bot(the_rig: Rig, **env: str) -> Bot:
 
 async def _warm_up(the_rig: Rig, bot: Bot, base: int) -> None:
     """A few replies first, so lazily imported code is loaded before anything is timed."""
-    await _serve(the_rig, bot, [(base + i, "warm up") for i in range(10)], timeout=60)
+    await _serve(the_rig, bot, [(base + i, "warm up") for i in range(10)], within=60)
 
 
 async def concurrency(sizes: Sizes, *, streaming: bool = True) -> Figure:
@@ -119,7 +121,7 @@ async def concurrency(sizes: Sizes, *, streaming: bool = True) -> Figure:
         for rep in range(sizes.repeat):
             base = 1_000_000 * (rep + 1)
             chats = [(base + i, f"hello from chat {i}") for i in range(sizes.concurrency_chats)]
-            result = await _serve(the_rig, bot, chats, timeout=120)
+            result = await _serve(the_rig, bot, chats, within=120)
             runs.append(result["seconds"])
             details.append(result)
     value = median(runs)
@@ -156,7 +158,7 @@ async def throughput(sizes: Sizes) -> list[Figure]:
                 for i in range(sizes.throughput_messages)
             ]
             with profiled(bot, f"throughput-{rep}"):
-                result = await _serve(the_rig, bot, messages, timeout=600)
+                result = await _serve(the_rig, bot, messages, within=600)
             per_second.append(len(messages) / result["seconds"])
             cpu_ms.append(1000 * result["bot_cpu"] / len(messages))
             details.append(result)
@@ -274,7 +276,9 @@ async def memory(sizes: Sizes) -> Figure:
         started = time.monotonic()
         for first in range(1, sizes.memory_chats + 1, batch):
             last = min(first + batch, sizes.memory_chats + 1)
-            await _serve(the_rig, bot, [(c, "and a name for a dog?") for c in range(first, last)], 600)
+            await _serve(
+                the_rig, bot, [(c, "and a name for a dog?") for c in range(first, last)], 600
+            )
         wall = time.monotonic() - started
         await asyncio.sleep(1.0)
         rss, peak = bot.rss(), bot.peak_rss()
@@ -309,7 +313,7 @@ async def first_text(sizes: Sizes) -> Figure:
             base = 1_000_000 * (rep + 1)
             chats = [(base + i, f"chat {base + i}: {reply}") for i in range(sizes.first_text_chats)]
             cursor = the_rig.tg.cursor
-            await _serve(the_rig, bot, chats, timeout=120)
+            await _serve(the_rig, bot, chats, within=120)
             calls = await the_rig.tg.calls(since=cursor)
             requests = await the_rig.ai.requests(since=seen)
             seen += len(requests)
@@ -341,7 +345,11 @@ def _first_text_delays(
             chat = call["params"].get("chat_id")
             if call["params"].get("text") and chat in token_at and chat not in shown_at:
                 shown_at[chat] = float(call["at"])
-    return [shown_at[chat] - token_at[chat] for chat, _ in chats if chat in shown_at and chat in token_at]
+    return [
+        shown_at[chat] - token_at[chat]
+        for chat, _ in chats
+        if chat in shown_at and chat in token_at
+    ]
 
 
 async def long_chat(sizes: Sizes) -> Figure:

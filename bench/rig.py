@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,14 +149,14 @@ class Telegram:
         return calls
 
     async def wait_calls(
-        self, method: str, count: int, timeout: float, poll: float = 0.05
+        self, method: str, count: int, within: float, poll: float = 0.05
     ) -> list[dict[str, Any]]:
         """Collects `count` successful calls of `method` (arrival order), polling the fake."""
         found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while len(found) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)}/{count} {method} calls after {timeout:.0f} s")
+                raise TimeoutError(f"{len(found)}/{count} {method} calls after {within:.0f} s")
             found += [c for c in await self.calls() if c["method"] == method and not c["failed"]]
             if len(found) < count:
                 await asyncio.sleep(poll)
@@ -256,9 +257,9 @@ class Rig:
         self.bots.append(bot)
         return bot
 
-    async def wait_polling(self, bot: Bot, timeout: float = 30.0) -> float:
+    async def wait_polling(self, bot: Bot, within: float = 30.0) -> float:
         """Waits for the bot's first getUpdates; returns seconds from process start."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             for call in await self.tg.calls("getUpdates", since=0):
                 if call["at"] >= bot.started_at:
@@ -267,7 +268,7 @@ class Rig:
             if not bot.alive():
                 raise RuntimeError(f"the bot exited:\n{bot.log_tail()}")
             await asyncio.sleep(0.01)
-        raise TimeoutError(f"no getUpdates within {timeout} s:\n{bot.log_tail()}")
+        raise TimeoutError(f"no getUpdates within {within} s:\n{bot.log_tail()}")
 
     def stop_bot(self, bot: Bot) -> None:
         bot.child.stop()
@@ -287,8 +288,18 @@ def profiled(bot: Bot, name: str) -> Iterator[None]:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(bot.pid), "--format", "raw", "--rate", "200",
-         "--output", str(Path(folder) / f"{name}.txt")],
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(bot.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            str(Path(folder) / f"{name}.txt"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -322,4 +333,4 @@ async def rig(**openai_options: Any) -> AsyncIterator[Rig]:
         if ai_child is not None:
             ai_child.stop()
         tg_child.stop()
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)

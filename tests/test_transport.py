@@ -44,13 +44,11 @@ async def test_flood_control_is_retry_after(bot: Bot, tg: FakeTelegram) -> None:
     assert caught.value.retry_after == timedelta(seconds=7)
 
 
-async def test_bad_request_and_forbidden_keep_telegrams_words(
-    bot: Bot, tg: FakeTelegram
-) -> None:
+async def test_bad_request_and_forbidden_keep_telegrams_words(bot: Bot, tg: FakeTelegram) -> None:
     tg.fail("sendMessage", status=400, description="Bad Request: can't parse entities")
     tg.fail("editMessageText", status=403)
 
-    with pytest.raises(BadRequest, match="(?i)can't parse entities"):
+    with pytest.raises(BadRequest, match=r"(?i)can't parse entities"):
         await bot.send_message(42, "hi")
     with pytest.raises(Forbidden, match="blocked by the user"):
         await bot.edit_message_text("new", chat_id=42, message_id=1)
