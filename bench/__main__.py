@@ -28,6 +28,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=None, help="repetitions per figure")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SIZE=N",
+        help="override one size, e.g. --set memory_chats=2000 (see bench/figures.py: Sizes)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(FIGURES)
     unknown = set(names) - set(FIGURES)
@@ -53,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.repeat is not None:
         sizes = dataclasses.replace(sizes, repeat=args.repeat, startup_runs=args.repeat)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        current = getattr(sizes, name.strip())
+        sizes = dataclasses.replace(sizes, **{name.strip(): type(current)(value)})
     figures = asyncio.run(run(args.names, sizes))
     info, commit = machine(), git()
     print(table(figures))

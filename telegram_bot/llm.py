@@ -95,19 +95,19 @@ class LLM:
         `chat.completions.create` first walks the request through the SDK's TypedDict
         annotations, which cost a fifth of the bot's CPU per reply under load (profiled, see
         docs/benchmarks.md); our body is plain JSON already, so it goes to the SDK's documented
-        low-level `post` as it is.
+        low-level `post` as it is, and the answer comes back as plain JSON too (a chunk is a
+        dict, as in the API reference), which spares building a pydantic model per chunk.
         """
         from openai import AsyncStream
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
         stream = bool(body.get("stream"))
         return await self.client.post(
             "/chat/completions",
-            cast_to=ChatCompletion,
+            cast_to=object,  # the JSON as it came, without building pydantic models
             body=body,
             options={"security": {"bearer_auth": True}},
             stream=stream,
-            stream_cls=AsyncStream[ChatCompletionChunk] if stream else None,
+            stream_cls=AsyncStream[object] if stream else None,
         )
 
     def warm(self) -> None:
@@ -171,11 +171,15 @@ class LLM:
             )
         except Exception as exc:
             raise translate(exc, self._settings) from exc
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
-        usage, estimated = _usage(response.usage, messages, text, model)
-        log.debug("completion model=%s finish=%s", model, choice.finish_reason if choice else None)
-        return Completion(text, usage, model, choice.finish_reason if choice else None, estimated)
+        if not isinstance(response, dict):
+            log.warning("The model server answered with something that is not JSON")
+            raise ModelUnavailable()
+        choices = response.get("choices") or [{}]
+        text = (choices[0].get("message") or {}).get("content") or ""
+        finish = choices[0].get("finish_reason")
+        usage, estimated = _usage(response.get("usage"), messages, text, model)
+        log.debug("completion model=%s finish=%s", model, finish)
+        return Completion(text, usage, model, finish, estimated)
 
     async def _stream(
         self,
@@ -203,17 +207,18 @@ class LLM:
         raw_usage: Any = None
         try:
             async for chunk in stream:
-                if chunk.usage is not None:
-                    raw_usage = chunk.usage
-                if not chunk.choices:
+                if chunk.get("usage") is not None:
+                    raw_usage = chunk["usage"]
+                if not chunk.get("choices"):
                     continue
-                choice = chunk.choices[0]
-                if choice.delta and choice.delta.content:
-                    parts.append(choice.delta.content)
+                choice = chunk["choices"][0]
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    parts.append(content)
                     if on_text is not None:
                         on_text("".join(parts))
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
         except Exception as exc:
             error = translate(exc, self._settings)
             raise ModelStreamInterrupted("".join(parts)) if parts else error from exc
@@ -232,8 +237,8 @@ def _limit(max_tokens: int | None) -> dict[str, Any]:
 
 
 def _usage(raw: Any, messages: Sequence[Message], text: str, model: str) -> tuple[Usage, bool]:
-    if raw is not None and getattr(raw, "prompt_tokens", None) is not None:
-        return Usage(int(raw.prompt_tokens), int(raw.completion_tokens or 0)), False
+    if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
+        return Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0)), False
     return Usage(tokens.count_messages(messages, model), tokens.count_text(text, model)), True
 
 
