@@ -77,6 +77,7 @@ async def _serve(
 ) -> dict[str, Any]:
     """Sends the messages at once and waits for one reply each; returns timings and costs."""
     await the_rig.tg.calls()  # move the cursor past everything before this run
+    first_call = the_rig.tg.cursor
     fakes_before, bot_before = the_rig.fake_cpu(), bot.cpu()
     pushed = await the_rig.tg.push(messages)
     replies = await the_rig.tg.wait_calls("sendMessage", len(messages), within)
@@ -86,13 +87,13 @@ async def _serve(
         "seconds": wall,
         "bot_cpu": bot.cpu() - bot_before,
         "fake_utilisation": _utilisation(fakes_before, the_rig.fake_cpu(), done),
-        "calls": await _call_counts(the_rig, len(messages)),
+        "calls": await _call_counts(the_rig, first_call, len(messages)),
     }
 
 
-async def _call_counts(the_rig: Rig, replies: int) -> dict[str, float]:
+async def _call_counts(the_rig: Rig, since: int, replies: int) -> dict[str, float]:
     """Bot API calls per reply, by method, over the last run."""
-    calls = await the_rig.tg.calls(since=max(the_rig.tg.cursor - 50 * replies, 0))
+    calls = await the_rig.tg.calls(since=since)
     counts: dict[str, int] = {}
     for call in calls:
         counts[call["method"]] = counts.get(call["method"], 0) + 1
@@ -121,7 +122,8 @@ async def concurrency(sizes: Sizes, *, streaming: bool = True) -> Figure:
         for rep in range(sizes.repeat):
             base = 1_000_000 * (rep + 1)
             chats = [(base + i, f"hello from chat {i}") for i in range(sizes.concurrency_chats)]
-            result = await _serve(the_rig, bot, chats, within=120)
+            with profiled(bot, f"concurrency-{rep}"):
+                result = await _serve(the_rig, bot, chats, within=120)
             runs.append(result["seconds"])
             details.append(result)
     value = median(runs)
