@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,10 @@ async def run(names: list[str], sizes: Sizes) -> list[Figure]:
     for name in names:
         print(f"… {name}", file=sys.stderr, flush=True)
         result = await FIGURES[name](sizes)
+        load = [round(x, 2) for x in os.getloadavg()]
         for figure in result if isinstance(result, list) else [result]:
+            # Other work on the machine moves wall-clock figures; say how busy it was.
+            figure.details["load_average_after"] = load
             figures.append(figure)
             print(f"  {figure.name}: {figure.value:.4g} {figure.unit}", file=sys.stderr, flush=True)
     return figures

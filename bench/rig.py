@@ -242,6 +242,9 @@ class Rig:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TELE"))}
         environ.update(values)
         environ["PYTHONPATH"] = str(ROOT)
+        # An installed bot has its bytecode compiled (pip does it); let the first, uncounted
+        # start write it here too, rather than timing the compiler on every start.
+        environ.pop("PYTHONDONTWRITEBYTECODE", None)
         log_path = workdir / "bot.log"
         with open(log_path, "w") as log_file:
             started = time.monotonic()
