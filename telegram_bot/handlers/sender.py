@@ -100,13 +100,20 @@ class TelegramReply:
         self._previewing = False  # a preview is on the wire: let it land, never cancel it
         self._closing = False
         self._typing: asyncio.Task[None] | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
         self._next_show = 0.0
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
     def start(self) -> None:
         """Begins the typing indicator; call before the model is asked."""
-        self._typing = asyncio.create_task(self._type_until_text())
+        # A timer, not a task: most replies show text before it fires, and cost nothing more.
+        loop = asyncio.get_running_loop()
+        self._typing_timer = loop.call_later(TYPING_DELAY, self._start_typing)
+
+    def _start_typing(self) -> None:
+        if not self._first_text.is_set():
+            self._typing = asyncio.create_task(self._type_until_text())
 
     def partial(self, text: str) -> None:
         self._latest = text
@@ -125,6 +132,8 @@ class TelegramReply:
         """Stops the typing indicator and the preview task (idempotent)."""
         self._first_text.set()
         self._closing = True
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
         for task in (self._typing, self._pacer):
             if task is None or task.done():
                 continue
@@ -148,9 +157,6 @@ class TelegramReply:
     # -- streaming preview -----------------------------------------------------------------
 
     async def _type_until_text(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_text.wait(), TYPING_DELAY)
-            return
         while not self._first_text.is_set():
             with contextlib.suppress(TelegramError):
                 await self.bot.send_chat_action(
