@@ -172,6 +172,9 @@ async def throughput(sizes: Sizes) -> list[Figure]:
         "runs": details,
     }
     rate, cpu = median(per_second), median(cpu_ms)
+    # What one core would sustain; on a shared machine the bot may not get a whole one.
+    workload["replies_per_bot_cpu_second"] = round(1000 / cpu) if cpu else None
+    workload["bot_cpu_share"] = [round(r["bot_cpu"] / r["seconds"], 2) for r in details]
     return [
         Figure("throughput", rate, "replies/s", "≥ 300/s", rate >= 300, per_second, workload),
         Figure("CPU per reply", cpu, "ms", "≤ 3 ms", cpu <= 3, cpu_ms, {}),

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .batching import GroupCommit
 from .migrations import migrate
 from .models import Author, Chat, ChatKey, NewTurn, Role, Status, Turn
 
@@ -49,41 +48,6 @@ def _turn(row: aiosqlite.Row | tuple[Any, ...]) -> Turn:
     )
 
 
-def _insert_turn(db: sqlite3.Connection, turn: NewTurn, chat_kind: str, now: float) -> int:
-    author_id = turn.author.user_id if turn.author else None
-    author_name = turn.author.name if turn.author else None
-    db.execute(
-        "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
-        (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
-    )
-    cursor = db.execute(
-        "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
-        "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
-        "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            turn.chat.chat_id,
-            turn.chat.thread_id,
-            turn.role.value,
-            author_id,
-            author_name,
-            turn.text,
-            turn.tokens,
-            turn.status.value,
-            turn.tg_message_id,
-            turn.reply_to,
-            turn.model,
-            turn.usage.prompt_tokens or None,
-            turn.usage.completion_tokens or None,
-            now,
-        ),
-    )
-    if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for INSERT
-        raise RuntimeError("insert returned no row id")
-    return cursor.lastrowid
-
-
 class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -91,7 +55,6 @@ class SQLiteStore:
         # One connection is shared by every task: writes take this lock so that a task's
         # statements can never land inside another task's explicit transaction.
         self._write_lock = asyncio.Lock()
-        self._turns: GroupCommit[tuple[NewTurn, str, float], int] = GroupCommit(self._insert_turns)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -127,7 +90,6 @@ class SQLiteStore:
             return await self.db.execute(sql, params)
 
     async def close(self) -> None:
-        await self._turns.wait_idle()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -157,11 +119,44 @@ class SQLiteStore:
             return result
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
-        """Committed on return; turns stored at the same moment share one transaction."""
-        return await self._turns.submit((turn, chat_kind, time.time()))
+        now = time.time()
+        author_id = turn.author.user_id if turn.author else None
+        author_name = turn.author.name if turn.author else None
 
-    async def _insert_turns(self, items: list[tuple[NewTurn, str, float]]) -> list[int]:
-        return await self._atomically(lambda db: [_insert_turn(db, *item) for item in items])
+        def insert(db: sqlite3.Connection) -> int | None:
+            db.execute(
+                "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
+                (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
+            )
+            cursor = db.execute(
+                "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
+                "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
+                "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    turn.chat.chat_id,
+                    turn.chat.thread_id,
+                    turn.role.value,
+                    author_id,
+                    author_name,
+                    turn.text,
+                    turn.tokens,
+                    turn.status.value,
+                    turn.tg_message_id,
+                    turn.reply_to,
+                    turn.model,
+                    turn.usage.prompt_tokens or None,
+                    turn.usage.completion_tokens or None,
+                    now,
+                ),
+            )
+            return cursor.lastrowid
+
+        row_id = await self._atomically(insert)
+        if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
+            raise RuntimeError("insert returned no row id")
+        return row_id
 
     async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
         # A running sum from the newest message backwards keeps the newest turns that fit,
