@@ -1,0 +1,1 @@
+"""Benchmarks of the real bot against the local fake servers: `python -m bench` (see README)."""

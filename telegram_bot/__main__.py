@@ -28,11 +28,24 @@ def _settings(require_token: bool) -> Settings:
         raise SystemExit(2) from None
 
 
+def use_uvloop() -> bool:
+    """Runs the bot on uvloop where it is installed (Linux, macOS): the same asyncio, with
+    about a sixth less CPU per reply (measured: docs/benchmarks.md). Elsewhere, plain asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    return True
+
+
 def run_bot(settings: Settings) -> int:
     from telegram import Update
 
     from .app import build_application, stop_gracefully_on_signals
 
+    if use_uvloop():
+        log.debug("Event loop: uvloop")
     try:
         application = build_application(settings)
     except ConfigError as exc:  # e.g. a broken PERSONAS_FILE

@@ -75,7 +75,7 @@ class LLM:
         return self._client
 
     def _make_client(self) -> AsyncOpenAI:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAioHttpClient
 
         s = self._settings
         return AsyncOpenAI(
@@ -84,13 +84,31 @@ class LLM:
             base_url=s.openai_base_url,
             timeout=s.openai_timeout,
             max_retries=s.openai_max_retries,
+            # aiohttp's connection pool costs a fraction of httpx's per request (profiled:
+            # docs/benchmarks.md); the session is created lazily, on the event loop.
+            http_client=DefaultAioHttpClient(timeout=s.openai_timeout),
         )
 
-    @property
-    def _create(self) -> Any:
-        """`chat.completions.create`, untyped: our messages are plain dicts, and its overloads
-        differ between SDK versions."""
-        return self.client.chat.completions.create
+    async def _create(self, body: dict[str, Any]) -> Any:
+        """POSTs /chat/completions through the SDK (its retries, auth, errors and types).
+
+        `chat.completions.create` first walks the request through the SDK's TypedDict
+        annotations, which cost a fifth of the bot's CPU per reply under load (profiled, see
+        docs/benchmarks.md); our body is plain JSON already, so it goes to the SDK's documented
+        low-level `post` as it is, and the answer comes back as plain JSON too (a chunk is a
+        dict, as in the API reference), which spares building a pydantic model per chunk.
+        """
+        from openai import AsyncStream
+
+        stream = bool(body.get("stream"))
+        return await self.client.post(
+            "/chat/completions",
+            cast_to=object,  # the JSON as it came, without building pydantic models
+            body=body,
+            options={"security": {"bearer_auth": True}},
+            stream=stream,
+            stream_cls=AsyncStream[object] if stream else None,
+        )
 
     def warm(self) -> None:
         """Imports the SDK and builds the client; meant for a worker thread at start-up."""
@@ -149,15 +167,19 @@ class LLM:
     ) -> Completion:
         try:
             response = await self._create(
-                model=model, messages=list(messages), **_limit(max_tokens)
+                {"model": model, "messages": list(messages), **_limit(max_tokens)}
             )
         except Exception as exc:
             raise translate(exc, self._settings) from exc
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
-        usage, estimated = _usage(response.usage, messages, text, model)
-        log.debug("completion model=%s finish=%s", model, choice.finish_reason if choice else None)
-        return Completion(text, usage, model, choice.finish_reason if choice else None, estimated)
+        if not isinstance(response, dict):
+            log.warning("The model server answered with something that is not JSON")
+            raise ModelUnavailable()
+        choices = response.get("choices") or [{}]
+        text = (choices[0].get("message") or {}).get("content") or ""
+        finish = choices[0].get("finish_reason")
+        usage, estimated = _usage(response.get("usage"), messages, text, model)
+        log.debug("completion model=%s finish=%s", model, finish)
+        return Completion(text, usage, model, finish, estimated)
 
     async def _stream(
         self,
@@ -171,7 +193,9 @@ class LLM:
         if base not in self._no_stream_options:
             extra["stream_options"] = {"include_usage": True}
         try:
-            stream = await self._create(model=model, messages=list(messages), stream=True, **extra)
+            stream = await self._create(
+                {"model": model, "messages": list(messages), "stream": True, **extra}
+            )
         except Exception as exc:
             if "stream_options" in extra and "stream_options" in str(exc):
                 log.info("The model server rejects stream_options; usage will be estimated")
@@ -183,17 +207,18 @@ class LLM:
         raw_usage: Any = None
         try:
             async for chunk in stream:
-                if chunk.usage is not None:
-                    raw_usage = chunk.usage
-                if not chunk.choices:
+                if chunk.get("usage") is not None:
+                    raw_usage = chunk["usage"]
+                if not chunk.get("choices"):
                     continue
-                choice = chunk.choices[0]
-                if choice.delta and choice.delta.content:
-                    parts.append(choice.delta.content)
+                choice = chunk["choices"][0]
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    parts.append(content)
                     if on_text is not None:
                         on_text("".join(parts))
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
         except Exception as exc:
             error = translate(exc, self._settings)
             raise ModelStreamInterrupted("".join(parts)) if parts else error from exc
@@ -212,8 +237,8 @@ def _limit(max_tokens: int | None) -> dict[str, Any]:
 
 
 def _usage(raw: Any, messages: Sequence[Message], text: str, model: str) -> tuple[Usage, bool]:
-    if raw is not None and getattr(raw, "prompt_tokens", None) is not None:
-        return Usage(int(raw.prompt_tokens), int(raw.completion_tokens or 0)), False
+    if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
+        return Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0)), False
     return Usage(tokens.count_messages(messages, model), tokens.count_text(text, model)), True
 
 

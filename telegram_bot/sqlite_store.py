@@ -11,12 +11,13 @@ parameterised.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -34,6 +35,8 @@ from .models import (
     Usage,
     UsageTotals,
 )
+
+T = TypeVar("T")
 
 _TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
@@ -137,18 +140,43 @@ class SQLiteStore:
             db, self._db = self._db, None
             await db.close()
 
+    async def _atomically(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `work` as one transaction, in a single trip to the database thread.
+
+        Awaiting BEGIN, each write and COMMIT separately costs four trips through the event
+        loop while the write lock is held; under a burst of messages those trips queue behind
+        everything else the loop does, and every later chat waits for them (measured:
+        docs/benchmarks.md). `_execute` is the primitive every aiosqlite method is built on.
+        """
+
+        def run() -> T:
+            conn: sqlite3.Connection = self.db._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        async with self._write_lock:
+            result: T = await self.db._execute(run)
+            return result
+
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
         now = time.time()
         author_id = turn.author.user_id if turn.author else None
         author_name = turn.author.name if turn.author else None
-        async with self._transaction() as db:
-            await db.execute(
+
+        def insert(db: sqlite3.Connection) -> int | None:
+            db.execute(
                 "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
                 (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
             )
-            cursor = await db.execute(
+            cursor = db.execute(
                 "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
                 "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
                 "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -169,9 +197,12 @@ class SQLiteStore:
                     now,
                 ),
             )
-        if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for INSERT
+            return cursor.lastrowid
+
+        row_id = await self._atomically(insert)
+        if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
             raise RuntimeError("insert returned no row id")
-        return cursor.lastrowid
+        return row_id
 
     async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
         # A running sum from the newest message backwards keeps the newest turns that fit,

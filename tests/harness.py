@@ -65,7 +65,7 @@ class RunningBot:
 
     async def start(self) -> RunningBot:
         # What one test's fake server taught the process (no drafts) must not leak into the next.
-        TelegramReply.drafts_refused = False
+        TelegramReply.drafts_refused.clear()
         app = build_application(self.settings)
         await app.initialize()
         if app.post_init is not None:

@@ -23,11 +23,11 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from ..models import Status
 from ..render import Part, render
@@ -88,7 +88,8 @@ async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
 class TelegramReply:
     """A `ReplySink` for one answer in one chat."""
 
-    drafts_refused = False  # learned once per process: this Bot API server has no drafts
+    # Learned once per Bot API server (keyed by its URL): that server has no drafts.
+    drafts_refused: ClassVar[set[str]] = set()
 
     def __init__(
         self,
@@ -107,7 +108,7 @@ class TelegramReply:
         self.reply_to = reply_to
         self.interval = interval
         self.markup = markup
-        self.use_drafts = private and not TelegramReply.drafts_refused
+        self.use_drafts = private and bot.base_url not in TelegramReply.drafts_refused
         self.draft_id = next(_draft_ids)
         self.messages: list[Message] = []  # finished parts, plus the one being edited
         self._shown: list[tuple[str, bool]] = []  # (text, has buttons) of each message
@@ -115,15 +116,25 @@ class TelegramReply:
         self._changed = asyncio.Event()
         self._first_text = asyncio.Event()
         self._pacer: asyncio.Task[None] | None = None
+        self._previewing = False  # a preview is on the wire: let it land, never cancel it
+        self._closing = False
         self._typing: asyncio.Task[None] | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
         self._next_show = 0.0
         self._flood_until = 0.0  # flood control on a preview: the final waits until then
+        self._migrated: ChatMigrated | None = None  # the group became a supergroup mid-reply
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
     def start(self) -> None:
         """Begins the typing indicator; call before the model is asked."""
-        self._typing = asyncio.create_task(self._type_until_text())
+        # A timer, not a task: most replies show text before it fires, and cost nothing more.
+        loop = asyncio.get_running_loop()
+        self._typing_timer = loop.call_later(TYPING_DELAY, self._start_typing)
+
+    def _start_typing(self) -> None:
+        if not self._first_text.is_set():
+            self._typing = asyncio.create_task(self._type_until_text())
 
     def partial(self, text: str) -> None:
         self._latest = text
@@ -133,6 +144,8 @@ class TelegramReply:
 
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
+        if self._migrated is not None:
+            raise self._migrated  # the caller moves the chat and delivers there
         flood = self._flood_until - time.monotonic()
         if flood > 0:
             await asyncio.sleep(flood)
@@ -144,11 +157,22 @@ class TelegramReply:
     async def close(self) -> None:
         """Stops the typing indicator and the preview task (idempotent)."""
         self._first_text.set()
+        self._closing = True
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
         for task in (self._typing, self._pacer):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+            if task is None or task.done():
+                continue
+            if task is self._pacer and self._previewing:
+                # Cancelling a send in flight could deliver a message we never hear about,
+                # and the final answer would then send it twice.
+                self._changed.set()
+                with contextlib.suppress(TelegramError, ChatUnavailable):
                     await task
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._typing = self._pacer = None
 
     async def send_notice(self, text: str) -> None:
@@ -164,9 +188,6 @@ class TelegramReply:
     # -- streaming preview -----------------------------------------------------------------
 
     async def _type_until_text(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_text.wait(), TYPING_DELAY)
-            return
         while not self._first_text.is_set():
             with contextlib.suppress(TelegramError):
                 await self.bot.send_chat_action(
@@ -176,13 +197,16 @@ class TelegramReply:
                 await asyncio.wait_for(self._first_text.wait(), TYPING_RENEW)
 
     async def _pace(self) -> None:
-        while True:
+        while not self._closing:
             await self._changed.wait()
+            if self._closing:
+                return
             delay = self._next_show - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._changed.clear()
             self._next_show = time.monotonic() + self.interval
+            self._previewing = True
             try:
                 await self._preview(self._latest)
             except RetryAfter as exc:
@@ -191,8 +215,13 @@ class TelegramReply:
                 self._next_show = self._flood_until = time.monotonic() + float(seconds)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
+                if isinstance(exc, ChatMigrated):
+                    self._migrated = exc
+                    return
                 if is_gone(exc):
                     return  # no preview storm into a chat that is gone
+            finally:
+                self._previewing = False
 
     async def _preview(self, text: str) -> None:
         parts = render(text)
@@ -223,7 +252,7 @@ class TelegramReply:
                 await self.bot.send_message_draft(self.chat_id, self.draft_id, part.plain)
                 return True
             log.info("Drafts refused (%s); streaming by editing a message instead", exc)
-            TelegramReply.drafts_refused = True
+            TelegramReply.drafts_refused.add(self.bot.base_url)
             self.use_drafts = False
             return False
 

@@ -90,7 +90,13 @@ async def _requests(ai: FakeOpenAI, request: web.Request) -> web.StreamResponse:
     since = int(request.query.get("since", 0))
     requests = ai.requests
     selected = [
-        {"index": index, "body": chat.body, "at": chat.at, "prompt_tokens": chat.prompt_tokens}
+        {
+            "index": index,
+            "body": chat.body,
+            "at": chat.at,
+            "prompt_tokens": chat.prompt_tokens,
+            "first_token_at": chat.first_token_at,
+        }
         for index, chat in enumerate(requests[since:], start=since)
     ]
     return json_response({"requests": selected, "next": len(requests)})

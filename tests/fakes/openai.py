@@ -79,6 +79,7 @@ class ChatRequest:
     headers: dict[str, str]
     at: float
     prompt_tokens: int = 0
+    first_token_at: float | None = None  # when the first content delta was written (monotonic)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -539,6 +540,7 @@ class FakeOpenAI(FakeServer):
         try:
             first = {"role": "assistant", "content": "", "refusal": None}
             await response.write(sse(identity.chunk(first)))
+            chat.first_token_at = time.monotonic()  # the first delta follows without a pause
             if not await self._stream_deltas(response, identity, reply):
                 return close_without_answer(request, response)
             await response.write(sse(identity.chunk({}, reply.finish_reason)))

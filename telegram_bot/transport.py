@@ -1,0 +1,135 @@
+"""A python-telegram-bot request class over aiohttp, for the Bot API calls that carry replies.
+
+python-telegram-bot's default `HTTPXRequest` spends most of a reply's CPU in httpx's
+connection-pool bookkeeping (about half of it, profiled under load; see docs/benchmarks.md).
+aiohttp's pool is far cheaper per request, and the bot already depends on aiohttp for the
+OpenAI client, so one HTTP stack serves both upstreams.
+
+Only the transport changes: python-telegram-bot still parses every answer, so its error
+semantics are untouched (`RetryAfter`, `BadRequest`, `Forbidden`, `ChatMigrated`, `Conflict`
+come from the status code and the JSON body, in `BaseRequest`). What is ours to map, we map the
+way `HTTPXRequest` does: a timeout is `TimedOut`, any other transport failure is `NetworkError`.
+aiohttp is imported when the request is initialised, not when this module is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from telegram._utils.defaultvalue import DEFAULT_NONE, DefaultValue
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+if TYPE_CHECKING:
+    import aiohttp
+    from telegram._utils.types import ODVInput
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class AiohttpRequest(BaseRequest):
+    """One aiohttp session (one keep-alive pool) per instance."""
+
+    __slots__ = (
+        "_connect_timeout",
+        "_pool_size",
+        "_pool_timeout",
+        "_read_timeout",
+        "_session",
+        "_write_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        connection_pool_size: int = 256,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        pool_timeout: float | None = 1.0,
+    ) -> None:
+        self._pool_size = connection_pool_size
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        if self._session is not None and not self._session.closed:
+            return
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": self.USER_AGENT},
+        )
+
+    async def shutdown(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = DEFAULT_NONE,
+        write_timeout: ODVInput[float] = DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        import aiohttp
+
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
+        write = self._write_timeout if isinstance(write_timeout, DefaultValue) else write_timeout
+        connect = (
+            self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
+        )
+        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            # aiohttp's `connect` covers waiting for a free pooled connection and connecting.
+            connect=None if pool is None or connect is None else pool + connect,
+            sock_connect=connect,
+            # A socket write that stalls for `write` also shows up as no answer to read.
+            sock_read=read if read is None or write is None else max(read, write),
+        )
+        body, headers = _encode(request_data)
+        try:
+            async with session.request(
+                method, url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:
+            raise TimedOut(f"aiohttp.{type(exc).__name__}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _encode(request_data: RequestData | None) -> tuple[Any, dict[str, str] | None]:
+    """A urlencoded form, or multipart when files are uploaded (as HTTPXRequest sends)."""
+    if request_data is None:
+        return None, None
+    fields = request_data.json_parameters
+    files = request_data.multipart_data
+    if not files:
+        return urlencode(fields).encode(), _FORM
+    import aiohttp
+
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    for name, (filename, content, mimetype) in files.items():
+        form.add_field(name, content, filename=filename, content_type=mimetype)
+    return form, None
