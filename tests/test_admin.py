@@ -214,17 +214,7 @@ async def test_an_allowed_group_stays_allowed_after_becoming_a_supergroup(
     old, new = -4343, -100_4343
     running = await bot_factory(allowed_chat_ids=frozenset({old})).start()
     try:
-        tg.push_update(
-            {
-                "message": {
-                    "message_id": 1,
-                    "date": 1,
-                    "chat": objects.chat(new, "supergroup"),
-                    "from": objects.user(ALICE),
-                    "migrate_from_chat_id": old,
-                }
-            }
-        )
+        tg.send_migration(old, new, user_id=ALICE)
         say(tg, BOB, "@test_bot still there?", chat=new)
         await replies(tg, 1, chat=new)
         assert tg.calls_to("leaveChat") == []

@@ -206,19 +206,7 @@ async def test_migration_to_a_supergroup_keeps_history_and_persona(
     say(tg, ALICE, "/persona You are a pirate.", chat=old)
     say(tg, ALICE, "@test_bot the password is tulip", chat=old)
     await replies(tg, 2, chat=old)
-    service = {"message_id": 99, "date": 1, "chat": objects.chat(old, "group")}
-    tg.push_update({"message": {**service, "from": objects.user(ALICE), "migrate_to_chat_id": new}})
-    tg.push_update(
-        {
-            "message": {
-                "message_id": 1,
-                "date": 1,
-                "chat": objects.chat(new, "supergroup"),
-                "from": objects.user(ALICE),
-                "migrate_from_chat_id": old,
-            }
-        }
-    )
+    tg.send_migration(old, new, user_id=ALICE)
     say(tg, BOB, "@test_bot what is the password?", chat=new)
     await replies(tg, 1, chat=new)
     messages = ai.requests[-1].messages

@@ -611,6 +611,23 @@ class FakeTelegram(FakeServer):
         kind = "edited_channel_post" if edited["chat"]["type"] == "channel" else "edited_message"
         return self.push_update({kind: edited})
 
+    def send_migration(
+        self, old_chat_id: int, new_chat_id: int, *, user_id: int = DEFAULT_GROUP_USER_ID
+    ) -> None:
+        """A group becomes a supergroup: Telegram posts a service message in each chat."""
+        for chat_id, chat_type, key, other in (
+            (old_chat_id, "group", "migrate_to_chat_id", new_chat_id),
+            (new_chat_id, "supergroup", "migrate_from_chat_id", old_chat_id),
+        ):
+            message = {
+                "message_id": self._new_message_id(chat_id),
+                "date": int(time.time()),
+                "chat": objects.chat(chat_id, chat_type),
+                "from": self._user(user_id),
+                key: other,
+            }
+            self.push_update({"message": message})
+
     def send_callback(
         self,
         chat_id: int,
