@@ -14,7 +14,8 @@ from typing import Any
 from tests.fakes import FakeOpenAI, FakeTelegram, Reply
 from tests.fakes import _telegram_objects as objects
 from tests.harness import RunningBot, eventually
-from tests.test_groups import ALICE, BOB, CAROL, GROUP, replied_to, replies, say, sent
+from tests.test_admin import ANONYMOUS_ADMIN_BOT
+from tests.test_groups import ALICE, BOB, CAROL, GROUP, mention, replied_to, replies, say, sent
 from tests.test_memory import SMALL, filler, is_summary, summariser
 
 Query = Callable[..., list[tuple[Any, ...]]]
@@ -141,3 +142,23 @@ async def test_migration_adds_up_usage_both_ids_had_on_the_same_day(
     assert after == [(new, sum(total for _, total in before))], "nothing was lost in the move"
     day = datetime.now(UTC).date().isoformat()
     assert db("SELECT day, calls FROM usage") == [(day, 2)]
+
+
+async def test_a_groups_daily_limit_also_holds_for_an_anonymous_admin(
+    bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    running = await bot_factory(daily_token_limit_chat=1).start()
+    say(tg, ALICE, "@test_bot first question")
+    await replies(tg, 1)
+    said = "@test_bot and one on the house?"
+    anonymous = tg.make_message(GROUP, said, user_id=ANONYMOUS_ADMIN_BOT)
+    anonymous["from"] = objects.user(
+        ANONYMOUS_ADMIN_BOT, "Group", username="GroupAnonymousBot", is_bot=True
+    )
+    anonymous["sender_chat"] = anonymous["chat"]
+    anonymous["entities"] = mention(said)
+    tg.push_update({"message": anonymous})
+    await replies(tg, 2)
+    assert "This chat has used today's allowance" in texts(tg)[-1]
+    assert len(ai.requests) == 1, "nothing more reached the model"
+    await running.stop()
