@@ -162,3 +162,33 @@ async def test_a_groups_daily_limit_also_holds_for_an_anonymous_admin(
     assert "This chat has used today's allowance" in texts(tg)[-1]
     assert len(ai.requests) == 1, "nothing more reached the model"
     await running.stop()
+
+
+async def test_a_migrated_group_keeps_its_summary_recall_and_memory_command(
+    bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    old, new = -6161, -100_6161
+    running = await bot_factory(**SMALL).start()
+    ai.responder = summariser("Alice talked about gardening; SUMMARY-MARK.")
+    say(tg, ALICE, "@test_bot my locker code is 4711, remember it", chat=old)
+    asked = 1
+    await replies(tg, asked, chat=old)
+    while not [r for r in ai.requests if is_summary(r)]:
+        say(tg, ALICE, f"@test_bot {filler(asked)}", chat=old)
+        asked += 1
+        await replies(tg, asked, chat=old)
+        assert asked < 20, "nothing was folded"
+    service = {"message_id": 99, "date": 1, "chat": objects.chat(old, "group")}
+    tg.push_update({"message": {**service, "from": objects.user(ALICE), "migrate_to_chat_id": new}})
+    # The service message and the next question are both in the old chat's queue.
+    say(tg, BOB, "/memory", chat=old)
+    await replies(tg, asked + 1, chat=old)
+    say(tg, BOB, "@test_bot what is the locker code?", chat=new)
+    await replies(tg, 1, chat=new)
+    prompt = "\n".join(str(m["content"]) for m in ai.requests[-1].messages)
+    assert "SUMMARY-MARK" in prompt, "the summary followed the group"
+    assert "4711" in prompt, "the early fact still reaches the prompt in the supergroup"
+    say(tg, BOB, "/memory", chat=new)
+    [memory] = (await replies(tg, 2, chat=new))[1:]
+    assert "SUMMARY-MARK" in tg.visible_text(memory)
+    await running.stop()
