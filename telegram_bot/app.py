@@ -91,10 +91,16 @@ def ordering_key(update: object) -> tuple[int, int] | None:
     if chat is None:
         return None
     message = update.effective_message
-    if message is not None and (message.text or "").startswith("/stop"):
+    if message is not None and message.text and is_stop_command(message.text):
         return None
     thread = message.message_thread_id if message and message.is_topic_message else 0
     return (chat.id, thread or 0)
+
+
+def is_stop_command(text: str) -> bool:
+    """`/stop`, `/stop@SomeBot` or `/stop …`, in any case (as CommandHandler matches it); not
+    `/stopwatch` or any other command that merely starts with it, which waits its turn."""
+    return text[:5].lower() == "/stop" and (len(text) == 5 or text[5] in "@ \t\n")
 
 
 class ChatOrderedProcessor(BaseUpdateProcessor):

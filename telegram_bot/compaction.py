@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import budget, tokens
 from .errors import ModelError
+from .limits import today
 from .memory import Memory, speaker, turn_cost
 from .models import ChatKey, NewSummary, Summary, Turn
 
@@ -215,6 +216,13 @@ class Compactor:
             stream=False,
             label=f"{chat} summary",
         )
+        # Booked on the chat with no user (user_id 0), so /usage and DAILY_TOKEN_LIMIT_CHAT
+        # count what keeping the chat's memory costs, as they count its answers.
+        usage = completion.usage
+        if usage.total:
+            await self.store.record_usage(
+                chat, None, today(), usage.prompt_tokens, usage.completion_tokens
+            )
         if not completion.usage_estimated:
             counted = tokens.count_messages(messages, self.model)
             await self.memory.learn(self.model, counted, completion.usage.prompt_tokens)

@@ -1,8 +1,9 @@
 """A terminal chat on the same engine and database as the bot (`python -m telegram_bot chat`).
 
-Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation, `/memory`
-shows what is kept of it, and `/exit` (or end of input) leaves. Reads stdin line by line, so it
-can also be scripted.
+Tokens stream to stdout as the model writes. `/reset` starts a fresh conversation, `/retry`
+answers the last question again, `/memory` shows what is kept of it, and `/exit` (or end of
+input) leaves; any other /command is refused rather than sent to the model. Reads stdin line
+by line, so it can also be scripted.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from typing import TextIO
 from . import tokens
 from .config import Settings
 from .conversation import Conversation, Incoming
-from .errors import ModelError
+from .errors import BotError
 from .llm import LLM
 from .memory import describe
 from .models import CONSOLE_CHAT, Author, Status
 from .store import open_sqlite
+
+COMMANDS = (
+    "/reset starts over, /retry answers the last question again, /memory shows what is kept, "
+    "/exit leaves."
+)
 
 
 class ConsoleSink:
@@ -49,10 +55,7 @@ async def run_console(
     llm = LLM(settings)
     engine = Conversation(store, llm, settings)
     loop = asyncio.get_running_loop()
-    out.write(
-        f"Console chat with {settings.openai_model}. "
-        "/reset starts over, /memory shows what is kept, /exit leaves.\n"
-    )
+    out.write(f"Console chat with {settings.openai_model}. {COMMANDS}\n")
     try:
         while True:
             out.write("you> ")
@@ -72,13 +75,20 @@ async def run_console(
                 count = await engine.reset(CONSOLE_CHAT)
                 out.write(f"Started a fresh conversation ({count} messages archived).\n")
                 continue
+            if text.startswith("/") and text != "/retry":
+                # Never a question for the model: a typo'd command would cost a call.
+                out.write(f"Unknown command {text.split()[0]}. {COMMANDS}\n")
+                continue
             out.write("bot> ")
             try:
-                await engine.respond(
-                    Incoming(CONSOLE_CHAT, text, Author(None, "you"), chat_kind="console"),
-                    ConsoleSink(out),
-                )
-            except ModelError as exc:
+                if text == "/retry":
+                    await engine.retry(CONSOLE_CHAT, ConsoleSink(out))
+                else:
+                    await engine.respond(
+                        Incoming(CONSOLE_CHAT, text, Author(None, "you"), chat_kind="console"),
+                        ConsoleSink(out),
+                    )
+            except BotError as exc:
                 out.write(f"\n[error] {exc.user_message()}\n")
     finally:
         await llm.close()

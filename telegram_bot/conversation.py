@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tokens
 from .compaction import Compactor
-from .errors import ContextTooLong, ModelStreamInterrupted, NothingToRetry, ReplyInterrupted
+from .errors import (
+    ContextTooLong,
+    ModelStreamInterrupted,
+    NothingToRetry,
+    NotYourQuestion,
+    ReplyInterrupted,
+)
 from .limits import today
 from .locks import KeyedLocks
 from .memory import Memory, MemoryStatus, Prompt, memory_status
@@ -252,17 +258,33 @@ class Conversation:
         """How many replies are being written right now."""
         return len(self._inflight)
 
-    async def retry(self, chat: ChatKey, sink: ReplySink, by_user: int | None = None) -> Reply:
+    async def retry(
+        self,
+        chat: ChatKey,
+        sink: ReplySink,
+        by_user: int | None = None,
+        *,
+        may_retry_others: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Reply:
         """Answers the chat's last question again; the new answer replaces the old one.
 
         The old answer is archived and linked to the new one (`superseded_by`) only once the
-        new one is stored, so a failed retry leaves the conversation as it was.
+        new one is stored, so a failed retry leaves the conversation as it was. With
+        `may_retry_others` (groups) a question someone else asked is retried only if it says
+        so (an admin); otherwise NotYourQuestion, before anything reaches the model.
         """
         async with self._locks.hold(chat):
             exchange = await self.store.last_exchange(chat)
             if exchange is None:
                 raise NothingToRetry()
             question, old = exchange
+            asker = question.author.user_id if question.author else None
+            if (
+                may_retry_others is not None
+                and asker not in (None, by_user)
+                and not await may_retry_others()
+            ):
+                raise NotYourQuestion()
             # Usage is booked on whoever asked for the retry.
             author = Author(by_user, question.author.name if question.author else "")
             incoming = Incoming(chat, question.text, author, question.tg_message_id)

@@ -78,5 +78,9 @@ class NothingToRetry(BotError):
     """There is nothing to answer again yet: send me a question first."""
 
 
+class NotYourQuestion(BotError):
+    """Only the person who asked (or a group admin) can ask for a new answer to that."""
+
+
 class UnsupportedMessage(BotError):
     """I can only read text for now, not stickers, voice, pictures or files. Please type it."""

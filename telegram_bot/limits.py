@@ -124,20 +124,25 @@ class Limits:
         return user_id is not None and user_id in self.settings.owner_ids
 
     async def check(self, user_id: int | None, chat_id: int) -> Refusal | None:
-        """None if this user may ask the model now (and counts the message); else why not."""
-        if user_id is None or self.is_owner(user_id):
+        """None if this user may ask the model now (and counts the message); else why not.
+
+        A message with no person behind it (`user_id` None: an anonymous admin posting as the
+        group) has no user limits, but the chat's daily limit still holds for it."""
+        if self.is_owner(user_id):
             return None
         s = self.settings
         if s.daily_token_limit_user or s.daily_token_limit_chat:
             day = today()
             by_user = by_chat = 0
-            if s.daily_token_limit_user:
+            if s.daily_token_limit_user and user_id is not None:
                 by_user = (await self.store.usage_totals(day, day, user_id=user_id)).total
             if s.daily_token_limit_chat and chat_id < 0:
                 by_chat = (await self.store.usage_totals(day, day, chat_id=chat_id)).total
             refusal = daily_refusal(by_user, by_chat, s)
             if refusal is not None:
                 return refusal
+        if user_id is None:
+            return None
         wait = self.rate.take(user_id)
         if wait is not None:
             return Refusal("rate", s.rate_limit_per_minute, wait)

@@ -311,6 +311,18 @@ class SQLiteStore:
             await db.execute(
                 "UPDATE messages SET tg_message_id = NULL WHERE chat_id = ?", (old_chat_id,)
             )
+            # Usage totals add up: both ids may have a row for the same day and user (the
+            # supergroup was used before the old group's service message arrived).
+            await db.execute(
+                "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, "
+                "completion_tokens) SELECT day, ?, user_id, calls, prompt_tokens, "
+                "completion_tokens FROM usage WHERE chat_id = ? "
+                "ON CONFLICT (day, chat_id, user_id) DO UPDATE SET calls = calls + excluded.calls, "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens",
+                (new_chat_id, old_chat_id),
+            )
+            await db.execute("DELETE FROM usage WHERE chat_id = ?", (old_chat_id,))
             tables = await self._tables_with_chat_id(db)
             moved = 0
             for table in tables:
@@ -408,7 +420,7 @@ class SQLiteStore:
     async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
         sql = (
             f"SELECT {_TURN_COLUMNS} FROM messages WHERE chat_id = ? AND thread_id = ? "
-            "AND archived = 0 AND role = 'user' ORDER BY id DESC LIMIT 1"
+            "AND archived = 0 AND role = 'user' AND overheard = 0 ORDER BY id DESC LIMIT 1"
         )
         async with self.db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
             row = await cursor.fetchone()

@@ -50,7 +50,8 @@ class Store(Protocol):
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Moves everything stored for a chat (history, summaries, settings) to a new id, in one
         transaction: a group that became a supergroup. Where the new id already has a row that
-        must be unique (settings), the new one wins. Returns how many messages moved."""
+        must be unique (settings), the new one wins; usage totals of the same day add up.
+        Returns how many messages moved."""
 
     # -- reliability: usage accounting, retry, redelivered updates ---------------------------
 
@@ -90,7 +91,8 @@ class Store(Protocol):
         """
 
     async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
-        """The newest live user turn and the live assistant turns after it (for /retry)."""
+        """The newest live user turn addressed to the bot (overheard group chatter is not a
+        question) and the live assistant turns after it (for /retry)."""
 
     async def supersede(self, turn_ids: Sequence[int], by: int) -> None:
         """Archives replies that /retry replaced, linking them to their successor."""

@@ -67,8 +67,8 @@ async def test_the_bot_process_serves_a_chat_and_never_logs_a_secret(
 
 
 async def test_console_mode_answers_a_scripted_session(ai: FakeOpenAI, tmp_path: Path) -> None:
-    ai.enqueue("Nice to meet you, Ann.", "Your name is Ann.", "I don't know your name.")
-    script = "My name is Ann\nWhat is my name?\n/reset\nWhat is my name?\n/exit\n"
+    ai.enqueue("Nice to meet you, Ann.", "Hello, Ann!", "Your name is Ann.", "I don't know.")
+    script = "My name is Ann\n/retry\nWhat is my name?\n/usage\n/reset\nWhat is my name?\n/exit\n"
     env = bot_env(FakeTelegram(token=TOKEN), ai, tmp_path)
     del env["TELEGRAM_BOT_TOKEN"]  # the console needs no Telegram token
     process = await asyncio.create_subprocess_exec(
@@ -87,9 +87,11 @@ async def test_console_mode_answers_a_scripted_session(ai: FakeOpenAI, tmp_path:
     assert process.returncode == 0, stderr.decode()
     assert out.index("Nice to meet you, Ann.") < out.index("Your name is Ann.")
     assert "fresh conversation" in out
-    assert [m["content"] for m in ai.requests[1].messages[1:]] == [
+    assert [m["content"] for m in ai.requests[1].messages[1:]] == ["My name is Ann"], "/retry"
+    assert [m["content"] for m in ai.requests[2].messages[1:]] == [
         "My name is Ann",
-        "Nice to meet you, Ann.",
+        "Hello, Ann!",
         "What is my name?",
     ]
-    assert [m["content"] for m in ai.requests[2].messages[1:]] == ["What is my name?"]
+    assert "Unknown command /usage" in out and len(ai.requests) == 4, "never sent to the model"
+    assert [m["content"] for m in ai.requests[3].messages[1:]] == ["What is my name?"]

@@ -231,6 +231,26 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
     assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
 
 
+async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -> None:
+    await store.record_usage(-1, 7, DAY, 100, 10)
+    await store.record_usage(-1, None, DAY, 40, 4)  # a summary of the old group
+    await store.record_usage(-2, 7, DAY, 50, 5)  # the supergroup, used before the move
+    await store.move_chat(-1, -2)
+    assert await store.usage_totals(DAY, DAY, chat_id=-2) == UsageTotals(3, 190, 19)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 150, 15)
+    assert await store.usage_totals(DAY, DAY, chat_id=-1) == UsageTotals()
+
+
+async def test_the_last_exchange_skips_overheard_chatter(store: Store) -> None:
+    question = await store.add_turn(turn("@bot a question", chat=GROUP))
+    answer = await store.add_turn(NewTurn(GROUP, Role.ASSISTANT, "an answer", 3, reply_to=question))
+    await store.add_overheard(said("lunch anyone?"), keep=5)
+    exchange = await store.last_exchange(GROUP)
+    assert exchange is not None
+    asked, answers = exchange
+    assert asked.id == question and [a.id for a in answers] == [answer]
+
+
 async def test_a_redelivered_message_is_found_with_its_answer_state(store: Store) -> None:
     assert await store.find_user_turn(CHAT, 5) is None
     question = await store.add_turn(NewTurn(CHAT, Role.USER, "q", 3, tg_message_id=5))

@@ -43,6 +43,28 @@ def _in_group(message: Message) -> bool:
 
 async def may_manage(update: Update, context: Context) -> bool:
     """True if the sender may /reset or change this chat; otherwise says why, in one line."""
+    message = update.effective_message
+    if message is None or update.effective_chat is None:
+        return False
+    try:
+        if await is_manager(update, context):
+            return True
+    except TelegramError as exc:
+        log.warning("chat=%s could not fetch the administrators: %s", message.chat_id, exc)
+        await message.reply_text(
+            "I couldn't check who the admins are right now. Please try again.",
+            do_quote=_in_group(message),
+        )
+        return False
+    user = update.effective_user
+    log.info("chat=%s user %s refused: not an administrator", message.chat_id, user and user.id)
+    await message.reply_text(NOT_ALLOWED, do_quote=_in_group(message))
+    return False
+
+
+async def is_manager(update: Update, context: Context) -> bool:
+    """Whether the sender manages this chat (owner, private chat's user, group admin), without
+    a word to the chat; raises TelegramError if the admin list cannot be fetched."""
     message, chat, user = update.effective_message, update.effective_chat, update.effective_user
     if message is None or chat is None:
         return False
@@ -54,22 +76,9 @@ async def may_manage(update: Update, context: Context) -> bool:
         private=private, user_id=user_id, is_admin=False, as_the_chat=as_the_chat
     ):
         return True
-    is_admin = False
-    if user_id is not None:
-        try:
-            is_admin = await guard.admins.is_admin(chat.id, user_id, context_admins(context))
-        except TelegramError as exc:
-            log.warning("chat=%s could not fetch the administrators: %s", chat.id, exc)
-            await message.reply_text(
-                "I couldn't check who the admins are right now. Please try again.",
-                do_quote=_in_group(message),
-            )
-            return False
-    if is_admin:
-        return True
-    log.info("chat=%s user %s refused: not an administrator", chat.id, user_id)
-    await message.reply_text(NOT_ALLOWED, do_quote=_in_group(message))
-    return False
+    if user_id is None:
+        return False
+    return await guard.admins.is_admin(chat.id, user_id, context_admins(context))
 
 
 def context_admins(context: Context) -> Callable[[int], Awaitable[frozenset[int]]]:

@@ -2,12 +2,14 @@
 
 The Stop button and /stop bypass the chat's queue (see `app.ordering_key`), so they reach the
 engine while the reply they stop is still streaming. In a group only the person who asked may
-stop a reply. /retry waits its turn like any message, then answers the last question again.
+stop a reply. /retry waits its turn like any message, then answers the last question again; in
+a group only the person who asked it, or an admin, may retry it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from telegram import Update
@@ -15,6 +17,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 
 from ..models import ChatKey
+from .admin import is_manager
 from .chat import answer
 from .commands import chat_key
 
@@ -82,4 +85,28 @@ async def retry(update: Update, context: Context) -> None:
     if refusal is not None:  # a retry costs as much as a question
         await message.reply_text(refusal.message())
         return
-    await answer(update, context, key, lambda sink: services.engine.retry(key, sink, user_id))
+    await answer(
+        update,
+        context,
+        key,
+        lambda sink: services.engine.retry(
+            key, sink, user_id, may_retry_others=_admin_check(update, context)
+        ),
+    )
+
+
+def _admin_check(update: Update, context: Context) -> Callable[[], Awaitable[bool]] | None:
+    """In a group, whether the sender may retry someone else's question: admins and owners
+    may (as they may /reset); in a private chat every question is the user's own."""
+    chat = update.effective_chat
+    if chat is None or chat.type == ChatType.PRIVATE:
+        return None
+
+    async def check() -> bool:
+        try:
+            return await is_manager(update, context)
+        except TelegramError as exc:
+            log.warning("chat=%s could not fetch the administrators: %s", chat.id, exc)
+            return False
+
+    return check
