@@ -12,7 +12,7 @@ import pytest
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.fakes import _telegram_objects as objects
 from tests.harness import RunningBot, eventually
-from tests.test_groups import ALICE, BOB, CAROL, GROUP, replies, say, sent
+from tests.test_groups import ALICE, BOB, CAROL, GROUP, mention, replies, say, sent
 
 Query = Callable[..., list[tuple[Any, ...]]]
 OWNER = 9009
@@ -174,8 +174,12 @@ async def test_a_user_outside_the_allowlist_gets_their_id_and_nothing_else(
 async def test_in_an_open_group_only_allowed_users_are_answered_and_never_spammed(
     bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:
+    other_bot = 777_000
     running = await bot_factory(allowed_user_ids=frozenset({ALICE})).start()
     try:
+        # Another bot is never answered, not even with a refusal (bots could ping-pong).
+        say_as_bot = {"user_id": other_bot, "first_name": "OtherBot", "is_bot": True}
+        tg.send_text(GROUP, "@test_bot ping", entities=mention("@test_bot ping"), **say_as_bot)
         say(tg, BOB, "just chatting, not for the bot")
         say(tg, BOB, "@test_bot answer me")
         [refusal] = await replies(tg, 1)
@@ -184,6 +188,7 @@ async def test_in_an_open_group_only_allowed_users_are_answered_and_never_spamme
         await replies(tg, 2)
         contents = [m["content"] for m in ai.requests[-1].messages[1:]]
         assert contents == ["Alice: what did Bob say?"], "a refused user's words never reach it"
+        assert not any(str(other_bot) in text for text in tg.sent_texts(GROUP))
     finally:
         await running.stop()
 

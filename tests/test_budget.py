@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from telegram_bot import budget, tokens
 from telegram_bot.compaction import neutralise, plan_fold, summariser_messages, take_chunk
 from telegram_bot.errors import PromptTooLong
-from telegram_bot.memory import Calibration, assemble, turn_cost
+from telegram_bot.memory import Calibration, assemble, turn_cost, turn_message
 from telegram_bot.models import Author, ChatKey, Role, Turn
 from telegram_bot.recall import query_words
 from telegram_bot.sqlite_store import fts_query
@@ -92,7 +92,8 @@ def test_the_assembled_prompt_never_exceeds_the_window(
             persona, new, older, alloc, summary=text_of(summary_size, 2), candidates=recalled
         )
     except PromptTooLong:
-        alone = tokens.count_messages([{"role": "system", "content": ""}, {"content": new.text}])
+        # As the model would see it: in a group the speaker's name comes first.
+        alone = tokens.count_messages([{"role": "system", "content": ""}, turn_message(new)])
         assert alone > limit, "refused a message that would have fitted"
         return
     counted = tokens.count_messages(prompt.messages)

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 
 def register(application: BotApp) -> None:
-    # The allowlist runs before everything else, for every update type (see gate.py); then
-    # group -1 drops what the bot never answers (edits, channel posts, other bots).
-    application.add_handler(TypeHandler(Update, gate.gate), group=-2)
-    application.add_handler(TypeHandler(Update, input.gate), group=-1)
+    # First drop what the bot never answers (edits, channel posts, other bots: a refusal to
+    # another bot could start a ping-pong); then the allowlist, for every other update type
+    # (see gate.py). Both run before any handler that stores or answers anything.
+    application.add_handler(TypeHandler(Update, input.gate), group=-2)
+    application.add_handler(TypeHandler(Update, gate.gate), group=-1)
     application.add_handler(CommandHandler("start", commands.start))
     application.add_handler(CommandHandler("help", commands.help_))
     application.add_handler(CommandHandler("reset", commands.reset))

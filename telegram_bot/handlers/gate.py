@@ -1,4 +1,6 @@
-"""The allowlist gate: runs first (handler group -1) for every update of every type.
+"""The allowlist gate: runs for every update of every type (handler group -1), before any
+handler that stores or answers (only `input.gate`, which drops edits, channel posts and other
+bots' messages, runs earlier, so a bot is never sent a refusal).
 
 An update from someone the bot may not serve stops here (`ApplicationHandlerStop`), so no
 later handler (chat, commands, buttons, edits, whatever other features add) can reach the
