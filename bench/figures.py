@@ -32,6 +32,7 @@ class Sizes:
     startup_runs: int = 5
     memory_chats: int = 10_000
     memory_messages: int = 50_000
+    memory_latency: float = 0.0  # model latency in the memory figure (>0: many calls in flight)
     first_text_chats: int = 10
     long_chat_turns: int = 300
 
@@ -271,7 +272,7 @@ def _migrate(db: Path) -> None:
 
 async def memory(sizes: Sizes) -> Figure:
     """RSS after one new message in each of `memory_chats` chats whose history is pre-filled."""
-    async with rig(latency=0.0) as the_rig:
+    async with rig(latency=sizes.memory_latency) as the_rig:
         db = the_rig.tmp / "prefilled.sqlite3"
         prefill(db, sizes.memory_chats, sizes.memory_messages)
         bot = the_rig.start_bot(db=db)
