@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rig import Bot, Rig, profiled, rig
+from .rig import Bot, Rig, profiled, rig, thread_cpu_seconds
 
 MB = 1024 * 1024
 
@@ -160,8 +160,17 @@ async def throughput(sizes: Sizes) -> list[Figure]:
                 (base + i % sizes.throughput_chats, f"message {i}")
                 for i in range(sizes.throughput_messages)
             ]
+            threads_before = thread_cpu_seconds(bot.pid)
             with profiled(bot, f"throughput-{rep}"):
                 result = await _serve(the_rig, bot, messages, within=600)
+            threads_after = thread_cpu_seconds(bot.pid)
+            # Where the CPU went: the event loop's thread, or the database thread.
+            result["cpu_ms_per_reply_by_thread"] = {
+                name: round(1000 * (after - before) / len(messages), 2)
+                for name, before, after in zip(
+                    ("main", "others"), threads_before, threads_after, strict=True
+                )
+            }
             per_second.append(len(messages) / result["seconds"])
             cpu_ms.append(1000 * result["bot_cpu"] / len(messages))
             details.append(result)

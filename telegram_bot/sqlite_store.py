@@ -535,7 +535,20 @@ class SQLiteStore:
         # Only this conversation's hits are read and ranked (the chat column weighs nothing).
         scoped = f'chat : "{chat_token(chat)}" AND ({query})'
         params = (scoped, chat.chat_id, chat.thread_id, before_id, limit)
-        return [_turn(row) for row in await self._rows(sql, params)]
+        older = (
+            "SELECT 1 FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0 "
+            "AND id < ? LIMIT 1"
+        )
+
+        def search(db: sqlite3.Connection) -> list[Any]:
+            # A conversation still inside its verbatim window (most of them) has nothing older
+            # to recall: one index probe answers that without reading the index's doclists.
+            if db.execute(older, (chat.chat_id, chat.thread_id, before_id)).fetchone() is None:
+                return []
+            return db.execute(sql, params).fetchall()
+
+        rows: list[Any] = await self.db._execute(search, self.db._conn)
+        return [_turn(row) for row in rows]
 
     async def token_factors(self) -> dict[str, float]:
         rows = await self._rows("SELECT model, factor FROM token_factors")
