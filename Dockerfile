@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DATABASE_PATH=/data/bot.sqlite3 \
-    TIKTOKEN_CACHE_DIR=/opt/tiktoken
+    TIKTOKEN_CACHE_DIR=/opt/tiktoken \
+    MALLOC_ARENA_MAX=2
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rig import Bot, Rig, profiled, rig
+from .rig import Bot, Rig, profiled, rig, thread_cpu_seconds
 
 MB = 1024 * 1024
 
@@ -32,6 +32,7 @@ class Sizes:
     startup_runs: int = 5
     memory_chats: int = 10_000
     memory_messages: int = 50_000
+    memory_latency: float = 0.0  # model latency in the memory figure (>0: many calls in flight)
     first_text_chats: int = 10
     long_chat_turns: int = 300
 
@@ -159,8 +160,17 @@ async def throughput(sizes: Sizes) -> list[Figure]:
                 (base + i % sizes.throughput_chats, f"message {i}")
                 for i in range(sizes.throughput_messages)
             ]
+            threads_before = thread_cpu_seconds(bot.pid)
             with profiled(bot, f"throughput-{rep}"):
                 result = await _serve(the_rig, bot, messages, within=600)
+            threads_after = thread_cpu_seconds(bot.pid)
+            # Where the CPU went: the event loop's thread, or the database thread.
+            result["cpu_ms_per_reply_by_thread"] = {
+                name: round(1000 * (after - before) / len(messages), 2)
+                for name, before, after in zip(
+                    ("main", "others"), threads_before, threads_after, strict=True
+                )
+            }
             per_second.append(len(messages) / result["seconds"])
             cpu_ms.append(1000 * result["bot_cpu"] / len(messages))
             details.append(result)
@@ -271,7 +281,7 @@ def _migrate(db: Path) -> None:
 
 async def memory(sizes: Sizes) -> Figure:
     """RSS after one new message in each of `memory_chats` chats whose history is pre-filled."""
-    async with rig(latency=0.0) as the_rig:
+    async with rig(latency=sizes.memory_latency) as the_rig:
         db = the_rig.tmp / "prefilled.sqlite3"
         prefill(db, sizes.memory_chats, sizes.memory_messages)
         bot = the_rig.start_bot(db=db)

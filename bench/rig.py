@@ -41,6 +41,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU of a process; in the bot the other busy thread is
+    the database's (aiosqlite runs every query there)."""
+    main = cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
+    return main, cpu_seconds(pid) - main
+
+
+def cpu_seconds_of(path: str) -> float:
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * _PAGE

@@ -80,6 +80,12 @@ def _summary(row: aiosqlite.Row | tuple[Any, ...]) -> Summary:
     )
 
 
+def chat_token(chat: ChatKey) -> str:
+    """The token the recall index stores with each message of `chat` (migration m005)."""
+    sign = "n" if chat.chat_id < 0 else ""
+    return f"c{sign}{abs(chat.chat_id)}t{chat.thread_id}"
+
+
 def fts_query(words: Sequence[str]) -> str:
     """An FTS5 query matching any of `words`; each is a quoted string, so no user text can
     be FTS syntax. Words of four letters or more also match as prefixes ("sister" finds
@@ -134,6 +140,20 @@ class SQLiteStore:
     async def _write(self, sql: str, params: tuple[Any, ...]) -> aiosqlite.Cursor:
         async with self._write_lock:
             return await self.db.execute(sql, params)
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A query's rows in ONE trip to the database thread.
+
+        `async with db.execute(...) as cursor` plus a fetch costs three trips (execute, fetch,
+        close), each a future resolved through the event loop; a message's handling runs about
+        a dozen reads, so that was most of the store's cost per reply (docs/benchmarks.md).
+        """
+        return list(await self.db.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of a query (or None), in one trip."""
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
 
     async def close(self) -> None:
         if self._db is not None:
@@ -214,8 +234,8 @@ class SQLiteStore:
                 WHERE chat_id = ? AND thread_id = ? AND archived = 0 AND status != 'failed'
             ) WHERE running <= ? ORDER BY id
         """
-        async with self.db.execute(sql, (chat.chat_id, chat.thread_id, max_tokens)) as cursor:
-            return [_turn(row) for row in await cursor.fetchall()]
+        rows = await self._rows(sql, (chat.chat_id, chat.thread_id, max_tokens))
+        return [_turn(row) for row in rows]
 
     async def archive(self, chat: ChatKey) -> int:
         cursor = await self._write(
@@ -225,11 +245,10 @@ class SQLiteStore:
         return cursor.rowcount
 
     async def get_chat(self, chat: ChatKey) -> Chat | None:
-        async with self.db.execute(
+        row = await self._row(
             "SELECT kind, title, active FROM chats WHERE chat_id = ? AND thread_id = ?",
             (chat.chat_id, chat.thread_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return Chat(chat, row[0], row[1], bool(row[2])) if row else None
 
     async def set_chat_active(self, chat_id: int, active: bool) -> None:
@@ -239,10 +258,7 @@ class SQLiteStore:
         )
 
     async def get_persona(self, chat_id: int) -> str | None:
-        async with self.db.execute(
-            "SELECT persona FROM chat_settings WHERE chat_id = ?", (chat_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT persona FROM chat_settings WHERE chat_id = ?", (chat_id,))
         return row[0] if row else None
 
     async def set_persona(self, chat_id: int, persona: str | None, by_user: int | None) -> None:
@@ -257,8 +273,7 @@ class SQLiteStore:
         sql = "SELECT COUNT(*) FROM messages WHERE chat_id = ? AND thread_id = ?"
         if not include_archived:
             sql += " AND archived = 0"
-        async with self.db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (chat.chat_id, chat.thread_id))
         return int(row[0]) if row else 0
 
     async def add_overheard(self, turn: NewTurn, *, keep: int, chat_kind: str = "group") -> int:
@@ -389,8 +404,7 @@ class SQLiteStore:
         if chat_id is not None:
             sql += " AND chat_id = ?"
             params.append(chat_id)
-        async with self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         return UsageTotals(*(int(v) for v in row)) if row else UsageTotals()
 
     async def top_chats(
@@ -402,19 +416,17 @@ class SQLiteStore:
             "ORDER BY SUM(prompt_tokens) + SUM(completion_tokens) DESC, chat_id LIMIT ?"
         )
         params = (first_day.isoformat(), last_day.isoformat(), limit)
-        async with self.db.execute(sql, params) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._rows(sql, params)
         return [(int(r[0]), UsageTotals(int(r[1]), int(r[2]), int(r[3]))) for r in rows]
 
     async def find_user_turn(self, chat: ChatKey, tg_message_id: int) -> tuple[int, bool] | None:
         sql = (
-            "SELECT u.id, EXISTS (SELECT 1 FROM messages a WHERE a.reply_to = u.id) "
+            "SELECT u.id, EXISTS (SELECT 1 FROM messages a WHERE a.chat_id = u.chat_id "
+            "AND a.reply_to = u.id) "
             "FROM messages u WHERE u.chat_id = ? AND u.tg_message_id = ? AND u.thread_id = ? "
             "AND u.role = 'user' ORDER BY u.id LIMIT 1"
         )
-        params = (chat.chat_id, tg_message_id, chat.thread_id)
-        async with self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (chat.chat_id, tg_message_id, chat.thread_id))
         return (int(row[0]), bool(row[1])) if row else None
 
     async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
@@ -422,8 +434,7 @@ class SQLiteStore:
             f"SELECT {_TURN_COLUMNS} FROM messages WHERE chat_id = ? AND thread_id = ? "
             "AND archived = 0 AND role = 'user' AND overheard = 0 ORDER BY id DESC LIMIT 1"
         )
-        async with self.db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (chat.chat_id, chat.thread_id))
         if row is None:
             return None
         question = _turn(row)
@@ -431,8 +442,8 @@ class SQLiteStore:
             f"SELECT {_TURN_COLUMNS} FROM messages WHERE chat_id = ? AND thread_id = ? "
             "AND archived = 0 AND role = 'assistant' AND id > ? ORDER BY id"
         )
-        async with self.db.execute(sql, (chat.chat_id, chat.thread_id, question.id)) as cursor:
-            answers = [_turn(r) for r in await cursor.fetchall()]
+        rows = await self._rows(sql, (chat.chat_id, chat.thread_id, question.id))
+        answers = [_turn(r) for r in rows]
         return question, answers
 
     async def supersede(self, turn_ids: Sequence[int], by: int) -> None:
@@ -460,8 +471,7 @@ class SQLiteStore:
                 ) WHERE running <= ? OR newest = 1 ORDER BY id
             """
             params += (max_tokens,)
-        async with self.db.execute(sql, params) as cursor:
-            return [_turn(row) for row in await cursor.fetchall()]
+        return [_turn(row) for row in await self._rows(sql, params)]
 
     async def current_summary(self, chat: ChatKey) -> Summary | None:
         return await self._current_summary(self.db, chat)
@@ -475,9 +485,8 @@ class SQLiteStore:
             WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
             ORDER BY s.id DESC LIMIT 1
         """
-        async with db.execute(sql, (chat.chat_id, chat.thread_id)) as cursor:
-            row = await cursor.fetchone()
-        return _summary(row) if row else None
+        rows = list(await db.execute_fetchall(sql, (chat.chat_id, chat.thread_id)))
+        return _summary(rows[0]) if rows else None
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         chat = summary.chat
@@ -533,15 +542,29 @@ class SQLiteStore:
             SELECT {columns} FROM messages_fts f JOIN messages m ON m.id = f.rowid
             WHERE messages_fts MATCH ? AND m.chat_id = ? AND m.thread_id = ?
               AND m.archived = 0 AND m.status != 'failed' AND m.id < ?
-            ORDER BY bm25(messages_fts), m.id DESC LIMIT ?
+            ORDER BY bm25(messages_fts, 1.0, 0.0), m.id DESC LIMIT ?
         """
-        params = (query, chat.chat_id, chat.thread_id, before_id, limit)
-        async with self.db.execute(sql, params) as cursor:
-            return [_turn(row) for row in await cursor.fetchall()]
+        # Only this conversation's hits are read and ranked (the chat column weighs nothing).
+        scoped = f'chat : "{chat_token(chat)}" AND ({query})'
+        params = (scoped, chat.chat_id, chat.thread_id, before_id, limit)
+        older = (
+            "SELECT 1 FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0 "
+            "AND id < ? LIMIT 1"
+        )
+
+        def search(db: sqlite3.Connection) -> list[Any]:
+            # A conversation still inside its verbatim window (most of them) has nothing older
+            # to recall: one index probe answers that without reading the index's doclists.
+            if db.execute(older, (chat.chat_id, chat.thread_id, before_id)).fetchone() is None:
+                return []
+            return db.execute(sql, params).fetchall()
+
+        rows: list[Any] = await self.db._execute(search, self.db._conn)
+        return [_turn(row) for row in rows]
 
     async def token_factors(self) -> dict[str, float]:
-        async with self.db.execute("SELECT model, factor FROM token_factors") as cursor:
-            return {row[0]: float(row[1]) for row in await cursor.fetchall()}
+        rows = await self._rows("SELECT model, factor FROM token_factors")
+        return {row[0]: float(row[1]) for row in rows}
 
     async def set_token_factor(self, model: str, factor: float) -> None:
         await self._write(

@@ -335,6 +335,17 @@ async def test_search_finds_words_in_this_chat_only(store: Store) -> None:
     ], "nothing from before the reset"
 
 
+async def test_search_follows_a_group_to_its_supergroup(store: Store) -> None:
+    """The recall index names each message's chat; moving the chat must move its entries."""
+    new = ChatKey(-1_000_000_501)
+    fact = await store.add_turn(turn("the invoice number is 4471", chat=GROUP))
+    await store.add_turn(turn("invoice for someone else", chat=ChatKey(-GROUP.chat_id)))
+    await store.move_chat(GROUP.chat_id, new.chat_id)
+    last = await store.add_turn(turn("which invoice?", chat=new))
+    assert [t.id for t in await store.search_turns(new, ["invoice"], before_id=last)] == [fact]
+    assert await store.search_turns(GROUP, ["invoice"], before_id=last) == []
+
+
 @pytest.mark.parametrize(
     "words",
     [['"'], ["NEAR(a b)"], ["a*"], ["-x"], ["OR"], ["(", ")"], ["col:val"], ["^x"], ["\x00"]],
