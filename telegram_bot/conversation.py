@@ -67,6 +67,11 @@ class Incoming:
     author: Author | None = None
     message_id: int | None = None
     chat_kind: str = "private"
+    # Set by a caller that already looked `message_id` up (the Telegram handler must, to skip
+    # a redelivered message that was answered): the stored turn's id, or None if not stored.
+    # Spares the engine the same lookup on the hot path.
+    stored_turn_id: int | None = None
+    looked_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +330,9 @@ class Conversation:
         return archived
 
     async def _store_user_turn(self, incoming: Incoming) -> int:
-        if incoming.message_id is not None:
+        if incoming.stored_turn_id is not None:
+            return incoming.stored_turn_id
+        if incoming.message_id is not None and not incoming.looked_up:
             # Telegram redelivers an update the bot died before confirming: store it once.
             known = await self.store.find_user_turn(incoming.chat, incoming.message_id)
             if known is not None:

@@ -118,5 +118,13 @@ async def on_text(update: Update, context: Context, *, text: str | None = None) 
     stored = await services.store.get_chat(key)
     if stored is not None and not stored.active:
         await services.store.set_chat_active(chat.id, True)  # they unblocked the bot
-    incoming = Incoming(key, text, author, message.message_id, chat.type)
+    incoming = Incoming(
+        key,
+        text,
+        author,
+        message.message_id,
+        chat.type,
+        stored_turn_id=known[0] if known is not None else None,
+        looked_up=True,
+    )
     await answer(update, context, key, lambda sink: services.engine.respond(incoming, sink))
