@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .budget import context_window_for
 from .errors import ConfigError
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -147,8 +148,6 @@ class Settings:
     @property
     def context_window(self) -> int:
         """MODEL_CONTEXT_WINDOW, or the known window of the model family (8192 otherwise)."""
-        from .budget import context_window_for
-
         return self.model_context_window or context_window_for(self.openai_model)
 
     @property
