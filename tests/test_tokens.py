@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ("gpt-4o-mini", "o200k_base"),
         ("gpt-4", "cl100k_base"),
         ("gpt-3.5-turbo", "cl100k_base"),
-        ("llama3.1:8b", "o200k_base"),
-        ("qwen2.5-coder", "o200k_base"),
+        ("llama3.1:8b", "cl100k_base"),
+        ("qwen2.5-coder", "cl100k_base"),
         ("openai/gpt-4o", "o200k_base"),
-        ("", "o200k_base"),
-        ("text-davinci-003", "o200k_base"),  # p50k is not available offline: fall back
+        ("", "cl100k_base"),
+        ("text-davinci-003", "cl100k_base"),  # p50k is not available offline: fall back
     ],
 )
 def test_every_model_name_gets_an_offline_encoding(model: str, encoding: str) -> None:
@@ -70,3 +70,24 @@ print(tokens.count_text("hello world", "gpt-4o"), tokens.count_text("hello world
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "2"]
+
+
+def test_a_local_model_loads_one_encoding_only() -> None:
+    """A bot on a local model never pays for o200k_base's tables (48 MB), summaries included."""
+    script = """
+from datetime import datetime, timezone
+from telegram_bot import compaction, tokens
+from telegram_bot.models import Author, ChatKey, Role, Turn
+turn = Turn(id=1, chat=ChatKey(1), role=Role.USER, text="word " * 5000, tokens=5000,
+            created_at=datetime.now(timezone.utc), author=Author(1, "Ann"))
+compaction.summariser_messages("", [turn], max_tokens=100, group=False, line_cap=50,
+                               model="llama3.2")
+compaction.take_chunk([turn], 200, "llama3.2")
+tokens.count_messages([{"role": "user", "content": "hi"}], "llama3.2")
+print(*sorted(tokens._encodings))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["cl100k_base"]
