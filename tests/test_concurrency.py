@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -42,3 +43,21 @@ async def test_200_chats_at_once_are_all_answered_in_their_own_order(
         lambda: db("SELECT COUNT(*) FROM messages"), lambda rows: rows[0][0] == 4 * CHATS
     )
     assert rows == [(4 * CHATS,)]
+
+
+async def test_serving_many_chats_leaves_no_per_chat_residue_in_the_application(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    """The bot keeps its state in its database; python-telegram-bot, without persistence,
+    would keep every chat and user id it ever saw (see app.BotApplication)."""
+    ai.responder = lambda request: Reply("ok")
+    chats = range(20_000, 20_050)
+    for chat_id in chats:
+        tg.send_text(chat_id, "hello", user_id=chat_id)
+    await tg.wait_for("sendMessage", lambda c: not c.failed, count=len(chats), timeout=60)
+    app = bot.application
+    # Every update fully handled (PTB marks them for persistence as its last step).
+    await asyncio.wait_for(app.update_queue.join(), timeout=30)
+    assert app.persistence is None
+    assert not app._chat_ids_to_be_updated_in_persistence
+    assert not app._user_ids_to_be_updated_in_persistence
