@@ -222,12 +222,8 @@ async def _post_init(application: BotApp) -> None:
     services = services_of(application)
     await services.store.open()
     services.bot_username = application.bot.username
-    loop = asyncio.get_running_loop()
-    warming = [
-        loop.run_in_executor(None, services.llm.warm),
-        loop.run_in_executor(None, tokens.warm, services.settings.openai_model),
-    ]
-    services.spawn(_freeze_after(warming), name="gc-freeze")
+    warming = asyncio.get_running_loop().run_in_executor(None, _warm, services)
+    services.spawn(_freeze_after([warming]), name="gc-freeze")
     from .handlers.commands import publish_commands
 
     services.spawn(publish_commands(application.bot), name="publish-commands")
@@ -235,6 +231,15 @@ async def _post_init(application: BotApp) -> None:
 
     log_privacy_mode(application.bot.can_read_all_group_messages, services.settings)
     log.info("Bot @%s is up; model %s", application.bot.username, services.settings.openai_model)
+
+
+def _warm(services: Services) -> None:
+    """The token tables, then the SDK, one after the other on one worker thread. Loading the
+    tables makes about 20 MB of short-lived Python objects; with the SDK's modules and classes
+    (which live for ever) allocated beside them at the same time, the allocator could not hand
+    that memory back afterwards (measured: docs/benchmarks.md)."""
+    tokens.warm(services.settings.openai_model)
+    services.llm.warm()
 
 
 async def _freeze_after(warming: list[asyncio.Future[Any]]) -> None:
