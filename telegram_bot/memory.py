@@ -338,15 +338,27 @@ class Memory:
         )
 
     async def prompt(
-        self, chat: ChatKey, persona: str, squeeze: float = 1.0, *, turn_id: int | None = None
+        self,
+        chat: ChatKey,
+        persona: str,
+        squeeze: float = 1.0,
+        *,
+        turn_id: int | None = None,
+        question: Turn | None = None,
     ) -> Prompt:
-        """The prompt answering stored message `turn_id` (default: the chat's newest)."""
+        """The prompt answering stored message `turn_id` (default: the chat's newest).
+
+        `question` (/retry) is that message itself: it may have been folded into the summary
+        since (chatter after it pushes it out of the verbatim turns), and is then answered
+        with the summary as its context rather than not at all."""
         s = self.settings
         await self.load_factors()
         summary = await self.store.current_summary(chat) if s.summary_token_budget else None
         turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
         if turn_id is not None:  # messages stored while this one waited are not its history
             turns = [t for t in turns if t.id <= turn_id]
+        if question is not None and (not turns or turns[-1].id != question.id):
+            turns = [t for t in turns if t.id < question.id] + [question]
         if not turns:
             raise RuntimeError(f"chat {chat} has no stored message to answer")
         new, older = turns[-1], turns[:-1]
