@@ -23,6 +23,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
@@ -44,6 +45,15 @@ _draft_ids = itertools.count(1)
 
 class ChatUnavailable(Exception):
     """The chat cannot receive messages any more (bot blocked, kicked, chat deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """What a chat did not receive because it had become a supergroup (`ChatMigrated`): the
+    answer with its status, or a plain notice (`status` None). It goes to the new chat."""
+
+    text: str
+    status: Status | None
 
 
 def entities_of(part: Part) -> list[MessageEntity]:
@@ -123,6 +133,7 @@ class TelegramReply:
         self._next_show = 0.0
         self._flood_until = 0.0  # flood control on a preview: the final waits until then
         self._migrated: ChatMigrated | None = None  # the group became a supergroup mid-reply
+        self.undelivered: Undelivered | None = None  # what that migration kept from the chat
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
@@ -144,14 +155,18 @@ class TelegramReply:
 
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
-        if self._migrated is not None:
-            raise self._migrated  # the caller moves the chat and delivers there
-        flood = self._flood_until - time.monotonic()
-        if flood > 0:
-            await asyncio.sleep(flood)
-        parts = render(text) or [Part("…")]
-        for index, part in enumerate(parts):
-            await self._deliver(index, part, final=True)
+        try:
+            if self._migrated is not None:
+                raise self._migrated  # the caller moves the chat and delivers there
+            flood = self._flood_until - time.monotonic()
+            if flood > 0:
+                await asyncio.sleep(flood)
+            parts = render(text) or [Part("…")]
+            for index, part in enumerate(parts):
+                await self._deliver(index, part, final=True)
+        except ChatMigrated:
+            self.undelivered = Undelivered(text, status)
+            raise
         return self.messages[0].message_id if self.messages else None
 
     async def close(self) -> None:
@@ -181,6 +196,8 @@ class TelegramReply:
         try:  # flood control on sendMessage is waited out by FloodWait (flood.py)
             await self.bot.send_message(self.chat_id, text, **self._where())
         except TelegramError as exc:
+            if isinstance(exc, ChatMigrated):
+                self.undelivered = Undelivered(text, None)
             if is_gone(exc):
                 raise ChatUnavailable(str(exc)) from exc
             raise
