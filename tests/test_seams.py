@@ -121,7 +121,8 @@ async def test_retry_in_a_group_answers_the_last_question_not_the_chatter_after_
     await replies(tg, 4)
     assert ai.requests[-1].last_user_text == "Alice: name a prime"
     sql = "SELECT archived FROM messages WHERE role = 'assistant' ORDER BY id"
-    rows = await eventually(lambda: db(sql), lambda r: len(r) == 3)
+    # The replaced answer is archived just after the new one is stored: wait for both.
+    rows = await eventually(lambda: db(sql), lambda r: r == [(1,), (1,), (0,)])
     assert rows == [(1,), (1,), (0,)], "each retry replaced the answer before it"
     assert replied_to(sent(tg)[0]) == asked
 
@@ -221,6 +222,7 @@ async def test_retry_of_a_question_already_folded_into_the_summary_is_answered(
     assert request.messages[-1] == {"role": "user", "content": "Alice: name a prime"}
     assert "SUMMARY-MARK" in request.messages[0]["content"], "the summary is the context"
     sql = "SELECT archived FROM messages WHERE role = 'assistant' ORDER BY id"
-    rows = await eventually(lambda: db(sql), lambda r: len(r) == 3)
+    # The replaced answer is archived just after the new one is stored: wait for both.
+    rows = await eventually(lambda: db(sql), lambda r: r == [(1,), (1,), (0,)])
     assert rows == [(1,), (1,), (0,)], "the new answer replaced the one before it"
     await running.stop()
