@@ -103,7 +103,7 @@ async def _call_counts(the_rig: Rig, since: int, replies: int) -> dict[str, floa
 
 
 async def _started_bot(the_rig: Rig, **env: str) -> Bot:
-    bot = the_rig.start_bot(**env)
+    bot = the_rig.start_bot(None, **env)
     await the_rig.wait_polling(bot)
     return bot
 

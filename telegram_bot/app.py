@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,8 +124,29 @@ def is_stop_command(text: str) -> bool:
 
 
 class ChatOrderedProcessor(BaseUpdateProcessor):
+    """Runs updates concurrently across chats, in order within a chat, and at most
+    `max_concurrent_updates` of them at once (MAX_CONCURRENT_UPDATES bounds memory on a Pi).
+
+    python-telegram-bot's `process_update` (final) takes its semaphore *before*
+    `do_process_update`, so an update waiting for its chat's turn would hold a slot: a backlog
+    in one busy chat behind a slow reply could take every slot and starve all other chats. So
+    the semaphore the library holds admits every update (`ADMIT_ALL`; it still creates one task
+    per update, as it always does), and the limit is a semaphore of our own, taken only once the
+    update's turn in its chat has come. A waiting update holds nothing but its place in its
+    chat's queue, and each chat has at most one update waiting for a slot (first come, first
+    served). Updates with no chat order (the Stop button, /stop, updates without a chat) are
+    control traffic and never call the model: they wait for neither, so a /stop is never stuck
+    behind the very replies it could end.
+    """
+
+    ADMIT_ALL = sys.maxsize
+
     def __init__(self, max_concurrent_updates: int) -> None:
-        super().__init__(max_concurrent_updates)
+        if max_concurrent_updates < 1:
+            raise ValueError("max_concurrent_updates must be a positive integer")
+        super().__init__(self.ADMIT_ALL)
+        self.limit = max_concurrent_updates
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._chats = KeyedLocks()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
@@ -132,7 +154,7 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         if key is None:
             await coroutine
             return
-        async with self._chats.hold(key):
+        async with self._chats.hold(key), self._slots:
             await coroutine
 
     async def initialize(self) -> None:

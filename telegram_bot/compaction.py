@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from . import budget, tokens
 from .errors import ModelError
 from .limits import today
-from .memory import Memory, speaker, turn_cost
+from .memory import CUT_SHORT, Memory, speaker, turn_cost, turn_text
 from .models import ChatKey, NewSummary, Summary, Turn
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ from it.
 
 Keep every: name, number, amount, date and time, address, code or identifier; preference and \
 dislike; decision; commitment or promise (who will do what, by when); and open question or \
-unfinished task. Drop greetings, small talk and anything the assistant merely explained.
+unfinished task. Drop greetings, small talk and anything the assistant merely explained. \
+An assistant line ending in {cut_short} was interrupted: never present it as a complete answer.
 {group}Write in the language the conversation is mostly held in. Use short factual lines, no \
 more than about {words} words in total; when space runs short, keep the most specific facts.
 
@@ -74,7 +75,7 @@ def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     if cap is not None and len(text) > cap:  # cheap test first: a token is at least one char
         cut = tokens.truncate_text(text, cap, model)
         text = cut if cut == text else cut + " […]"
-    return f"[{when}] {speaker(turn)}: {neutralise(text)}"
+    return f"[{when}] {speaker(turn)}: {neutralise(turn_text(turn, text))}"
 
 
 def summariser_messages(
@@ -88,7 +89,7 @@ def summariser_messages(
 ) -> list[dict[str, str]]:
     """The summary request: instructions as the system message, the data delimited."""
     system = INSTRUCTIONS.format(
-        group=GROUP_RULE if group else "", words=max(20, max_tokens * 2 // 3)
+        group=GROUP_RULE if group else "", words=max(20, max_tokens * 2 // 3), cut_short=CUT_SHORT
     )
     lines = "\n".join(transcript_line(t, line_cap, model) for t in turns)
     user = (

@@ -40,7 +40,7 @@ from .errors import (
 from .limits import today
 from .locks import KeyedLocks
 from .memory import Memory, MemoryStatus, Prompt, memory_status
-from .models import Author, ChatKey, NewTurn, Role, Status, Usage
+from .models import Author, ChatKey, NewTurn, Role, Status, Turn, Usage
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -132,6 +132,7 @@ class Conversation:
         sink: ReplySink,
         user_turn_id: int,
         replaces: Sequence[int] = (),
+        question: Turn | None = None,
     ) -> Reply:
         """Calls the model and stores its reply, however the call ends."""
         progress = _Progress()
@@ -148,7 +149,8 @@ class Conversation:
 
         try:
             completion = await self._stoppable(
-                incoming, self._ask(incoming.chat, persona, user_turn_id, on_text, progress)
+                incoming,
+                self._ask(incoming.chat, persona, user_turn_id, on_text, progress, question),
             )
         except ModelStreamInterrupted as exc:
             if exc.partial:
@@ -189,11 +191,12 @@ class Conversation:
         turn_id: int,
         on_text: OnText,
         progress: _Progress,
+        question: Turn | None = None,
     ) -> Completion:
         """One model call within the window; on a context-length error (the server's tokenizer
         counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
         """
-        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id)
+        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id, question=question)
         try:
             return await self._call(chat, prompt, on_text, progress)
         except ContextTooLong:
@@ -205,7 +208,9 @@ class Conversation:
             await self.memory.overflowed(self.settings.openai_model)
             # The raised factor also lowers the verbatim cap, so the compaction that follows
             # the reply folds what this squeezed prompt had to leave out.
-            prompt = await self.memory.prompt(chat, persona, squeeze=0.5, turn_id=turn_id)
+            prompt = await self.memory.prompt(
+                chat, persona, squeeze=0.5, turn_id=turn_id, question=question
+            )
             return await self._call(chat, prompt, on_text, progress)
 
     async def _call(
@@ -297,7 +302,7 @@ class Conversation:
             # The prompt answers the question as it stood: later turns (the answers being
             # replaced) are not shown to the model.
             replaces = [turn.id for turn in old]
-            reply = await self._generate(incoming, persona, sink, question.id, replaces)
+            reply = await self._generate(incoming, persona, sink, question.id, replaces, question)
             await self.compactor.maintain(chat, persona)
             return reply
 

@@ -94,6 +94,12 @@ class RateWindow:
         self._forget_idle(now)
         return None
 
+    def give_back(self, user_id: int) -> None:
+        """Uncounts the user's latest message: it was refused before reaching the model."""
+        seen = self._seen.get(user_id)
+        if seen:
+            seen.pop()
+
     def _forget_idle(self, now: float) -> None:
         """Drops users with no message in the window, so the dict never grows without bound."""
         if len(self._seen) < 1024:
@@ -147,3 +153,9 @@ class Limits:
         if wait is not None:
             return Refusal("rate", s.rate_limit_per_minute, wait)
         return None
+
+    def refund(self, user_id: int | None) -> None:
+        """A message `check` counted turned out to ask nothing of the model (a /retry with
+        nothing to retry, or of someone else's question): it must not count against the user."""
+        if user_id is not None and not self.is_owner(user_id):
+            self.rate.give_back(user_id)

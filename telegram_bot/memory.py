@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import budget, tokens
 from .errors import PromptTooLong
-from .models import ChatKey, Role, Summary, Turn
+from .models import ChatKey, Role, Status, Summary, Turn
 from .recall import query_words
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ RECALL_HEADER = (
     "latest message (date and time in UTC, then who said it):"
 )
 RECALL_CANDIDATES = 12
+# After a reply that did not finish (/stop, shutdown, a broken stream), wherever a model reads
+# it: the next prompt, recalled lines and the summariser's transcript alike.
+CUT_SHORT = "[reply cut short]"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -51,8 +54,17 @@ def _count_text(text: str, model: str) -> int:
     return tokens.count_text(text, model)
 
 
+def turn_text(turn: Turn, text: str | None = None) -> str:
+    """The turn's text (or `text`, a cut of it) as a model reads it: a reply that did not
+    finish says so, so neither the model nor the summariser takes half an answer for a whole."""
+    text = turn.text if text is None else text
+    if turn.status is Status.PARTIAL or turn.status is Status.STOPPED:
+        return f"{text.rstrip()} {CUT_SHORT}"
+    return text
+
+
 def turn_message(turn: Turn) -> Message:
-    text = turn.text
+    text = turn_text(turn)
     if turn.role is Role.USER and turn.author is not None and turn.author.name:
         text = f"{turn.author.name}: {text}" if turn.chat.chat_id < 0 else text
     return {"role": turn.role.value, "content": text}
@@ -82,7 +94,7 @@ def speaker(turn: Turn) -> str:
 
 def recalled_line(turn: Turn) -> str:
     when = turn.created_at.strftime("%Y-%m-%d %H:%M")
-    return f"[{when}] {speaker(turn)}: {turn.text}"
+    return f"[{when}] {speaker(turn)}: {turn_text(turn)}"
 
 
 def summary_section(text: str) -> str:
@@ -338,15 +350,27 @@ class Memory:
         )
 
     async def prompt(
-        self, chat: ChatKey, persona: str, squeeze: float = 1.0, *, turn_id: int | None = None
+        self,
+        chat: ChatKey,
+        persona: str,
+        squeeze: float = 1.0,
+        *,
+        turn_id: int | None = None,
+        question: Turn | None = None,
     ) -> Prompt:
-        """The prompt answering stored message `turn_id` (default: the chat's newest)."""
+        """The prompt answering stored message `turn_id` (default: the chat's newest).
+
+        `question` (/retry) is that message itself: it may have been folded into the summary
+        since (chatter after it pushes it out of the verbatim turns), and is then answered
+        with the summary as its context rather than not at all."""
         s = self.settings
         await self.load_factors()
         summary = await self.store.current_summary(chat) if s.summary_token_budget else None
         turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
         if turn_id is not None:  # messages stored while this one waited are not its history
             turns = [t for t in turns if t.id <= turn_id]
+        if question is not None and (not turns or turns[-1].id != question.id):
+            turns = [t for t in turns if t.id < question.id] + [question]
         if not turns:
             raise RuntimeError(f"chat {chat} has no stored message to answer")
         new, older = turns[-1], turns[:-1]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fakes import FakeOpenAI, FakeTelegram
+from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram
 from tests.fakes import _telegram_objects as objects
 from tests.fakes.telegram import Call
 from tests.harness import TOKEN, RunningBot, eventually
@@ -267,3 +268,55 @@ async def test_a_question_replying_to_someone_carries_the_quoted_message(
     assert ai.requests[0].messages[-1]["content"] == (
         'Bob: [replying to Carol: "The Eiffel Tower is 330 m tall"]\nis this true?'
     )
+
+
+async def test_after_a_migration_the_lost_message_is_delivered_not_an_older_answer(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    """What the migrated group did not receive is what reaches the supergroup: here a failed
+    /retry's error line, never the earlier answer (already delivered) a second time."""
+    from tests.fakes import Error
+
+    old, new = -778, -100_778
+    ai.enqueue("The first answer.", Error(500))
+    say(tg, ALICE, "@test_bot a question", chat=old)
+    await replies(tg, 1, chat=old)
+    tg.fail("sendMessage", migrate_to_chat_id=new, when=lambda p: p.get("chat_id") == old)
+    say(tg, ALICE, "/retry", chat=old)
+    [notice] = await replies(tg, 1, chat=new)
+    said = tg.visible_text(notice)
+    assert said.startswith("The model service is unreachable"), said
+    rows = await eventually(
+        lambda: db("SELECT chat_id, text, archived FROM messages ORDER BY id"),
+        lambda r: {row[0] for row in r} == {new},
+    )
+    assert rows == [(new, "a question", 0), (new, "The first answer.", 0)]
+
+
+async def test_after_a_migration_an_answer_given_in_between_is_not_sent_again(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    """The supergroup was answered while the old group's question was still with the model,
+    which then failed: the supergroup gets that failure's line, not its own answer again."""
+    from tests.fakes import Error
+
+    old, new = -779, -100_779
+    release = asyncio.Event()
+
+    async def respond(request: ChatRequest) -> str | Error:
+        if "slow" in request.last_user_text:
+            await release.wait()
+            return Error(500)
+        return "The quick answer."
+
+    ai.responder = respond
+    tg.fail("sendMessage", migrate_to_chat_id=new, when=lambda p: p.get("chat_id") == old)
+    say(tg, ALICE, "@test_bot a slow question", chat=old)
+    await ai.wait_for_requests(1)
+    tg.send_migration(old, new, user_id=ALICE)
+    say(tg, BOB, "@test_bot a quick question", chat=new)
+    await replies(tg, 1, chat=new)
+    release.set()
+    texts = [tg.visible_text(c) for c in await replies(tg, 2, chat=new)]
+    assert texts[0] == "The quick answer."
+    assert texts[1].startswith("The model service is unreachable"), texts

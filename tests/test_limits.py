@@ -29,6 +29,17 @@ def test_rate_window_allows_n_per_sliding_minute() -> None:
     assert window.take(1) is None
 
 
+def test_rate_window_gives_back_a_message_that_asked_nothing() -> None:
+    clock = Clock()
+    window = RateWindow(2, clock)
+    assert window.take(1) is None and window.take(1) is None
+    window.give_back(1)
+    assert window.take(1) is None, "the slot given back is free again"
+    assert window.take(1) is not None
+    window.give_back(7)  # a user never seen: nothing to give back, no error
+    assert window.take(7) is None
+
+
 def test_rate_window_zero_means_unlimited_and_forgets_idle_users() -> None:
     clock = Clock()
     assert all(RateWindow(0, clock).take(1) is None for _ in range(1000))

@@ -93,7 +93,8 @@ async def test_a_stream_cut_halfway_keeps_shows_and_marks_the_partial_text(
     ai.enqueue("Continuing.")
     await ask(tg, ALICE, "go on")
     contents = [m["content"] for m in ai.requests[-1].messages[1:]]
-    assert contents == ["tell me", text[:35], "go on"], "the partial text stays in the history"
+    # The partial text stays in the history, marked as cut short so the model knows.
+    assert contents == ["tell me", f"{text[:35].rstrip()} [reply cut short]", "go on"]
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -121,7 +121,8 @@ async def test_retry_in_a_group_answers_the_last_question_not_the_chatter_after_
     await replies(tg, 4)
     assert ai.requests[-1].last_user_text == "Alice: name a prime"
     sql = "SELECT archived FROM messages WHERE role = 'assistant' ORDER BY id"
-    rows = await eventually(lambda: db(sql), lambda r: len(r) == 3)
+    # The replaced answer is archived just after the new one is stored: wait for both.
+    rows = await eventually(lambda: db(sql), lambda r: r == [(1,), (1,), (0,)])
     assert rows == [(1,), (1,), (0,)], "each retry replaced the answer before it"
     assert replied_to(sent(tg)[0]) == asked
 
@@ -191,4 +192,37 @@ async def test_a_migrated_group_keeps_its_summary_recall_and_memory_command(
     say(tg, BOB, "/memory", chat=new)
     [memory] = (await replies(tg, 2, chat=new))[1:]
     assert "SUMMARY-MARK" in tg.visible_text(memory)
+    await running.stop()
+
+
+async def test_retry_of_a_question_already_folded_into_the_summary_is_answered(
+    bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    """Chatter after a question can push it into the summary (a retry's answer is stored
+    after the chatter, and compaction keeps only the newest turns verbatim): /retry then
+    answers it with the summary as context, instead of failing."""
+    running = await bot_factory(**SMALL).start()
+    ai.responder = summariser("Alice asked for a prime; Bob chatted about gardens. SUMMARY-MARK")
+    say(tg, ALICE, "@test_bot name a prime")
+    await replies(tg, 1)
+    for n in range(12):
+        say(tg, BOB, filler(n))  # overheard chatter, no reply
+    count = "SELECT COUNT(*) FROM messages"
+    await eventually(lambda: db(count)[0][0], lambda n: n == 14)
+    say(tg, ALICE, "/retry")
+    await replies(tg, 2)
+    folded = "SELECT summarised FROM messages WHERE text = 'name a prime'"
+    await eventually(lambda: db(folded), lambda rows: rows == [(1,)])
+
+    say(tg, ALICE, "/retry")
+    [again] = (await replies(tg, 3))[2:]
+    assert tg.visible_text(again).startswith("Noted"), tg.visible_text(again)
+    request = ai.requests[-1]
+    assert not is_summary(request)
+    assert request.messages[-1] == {"role": "user", "content": "Alice: name a prime"}
+    assert "SUMMARY-MARK" in request.messages[0]["content"], "the summary is the context"
+    sql = "SELECT archived FROM messages WHERE role = 'assistant' ORDER BY id"
+    # The replaced answer is archived just after the new one is stored: wait for both.
+    rows = await eventually(lambda: db(sql), lambda r: r == [(1,), (1,), (0,)])
+    assert rows == [(1,), (1,), (0,)], "the new answer replaced the one before it"
     await running.stop()

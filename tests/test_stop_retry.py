@@ -12,6 +12,7 @@ from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, ask, final_messages
 
 Query = Callable[..., list[tuple[Any, ...]]]
+CUT_SHORT = "[reply cut short]"  # what the model and the summariser see after a cut reply
 LONG = "This answer goes on and on, one slow word after another. " * 40
 
 
@@ -49,7 +50,7 @@ async def test_the_stop_button_keeps_the_partial_text_and_frees_the_chat(
     [reply] = await ask(tg, ALICE, "something else")  # the model stream no longer holds the chat
     assert tg.visible_text(reply) == "Next answer."
     history = [m["content"] for m in ai.requests[-1].messages[1:]]
-    assert history == ["write an essay", text, "something else"]
+    assert history == ["write an essay", f"{text.rstrip()} {CUT_SHORT}", "something else"]
 
 
 async def test_stop_command_stops_a_drafted_reply(
@@ -145,3 +146,34 @@ async def test_a_message_sent_while_a_reply_streams_is_answered_after_it(
     await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE, count=2)
     assert [tg.visible_text(c) for c in final_messages(tg, ALICE)] == ["First, slowly.", "Second."]
     assert [m["content"] for m in ai.requests[1].messages[1:]] == ["one", "First, slowly.", "two"]
+
+
+async def test_a_stopped_reply_is_marked_cut_short_for_the_model_and_the_summariser(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    """Half an answer must not pass for a whole one: the next prompt and the summary request
+    both show the stopped reply followed by the same marker."""
+    from tests.test_memory import SMALL, filler, is_summary, summariser
+
+    running = await bot_factory(**SMALL).start()
+    ai.responder = summariser("SUMMARY")
+    ai.enqueue(slow_reply())
+    tg.send_text(ALICE, "write an essay", user_id=ALICE)
+    await tg.wait_for("sendMessageDraft", count=2)
+    await ask(tg, ALICE, "/stop", replies=2)
+    sql = "SELECT text FROM messages WHERE status = 'stopped'"
+    [(partial,)] = await eventually(lambda: db(sql), bool)
+    marked = f"{partial.rstrip()} {CUT_SHORT}"
+
+    await ask(tg, ALICE, filler(0))
+    assert ai.requests[-1].messages[2] == {"role": "assistant", "content": marked}
+    asked = 1
+    while not [r for r in ai.requests if is_summary(r)]:
+        await ask(tg, ALICE, filler(asked))
+        asked += 1
+        assert asked < 20, "the history passed its budget but nothing was folded"
+    [summary_request] = [r for r in ai.requests if is_summary(r)]
+    transcript = summary_request.messages[1]["content"]
+    assert f"Assistant: {marked}\n" in transcript
+    assert transcript.count(CUT_SHORT) == 1, "complete answers carry no marker"
+    await running.stop()

@@ -118,3 +118,30 @@ async def test_group_allowance_counts_everyone_in_the_group(tmp_path: Path) -> N
         assert await limits.check(9, -100) is None, "owners are exempt"
     finally:
         await store.close()
+
+
+async def test_a_refused_retry_costs_no_rate_limit_slot(
+    bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    """Nothing to retry, or someone else's question: a refusal that reaches no model must not
+    count against the sender's messages per minute."""
+    from tests.test_groups import CAROL, GROUP, say
+
+    running = await bot_factory(rate_limit_per_minute=1).start()
+    [nothing] = await ask(tg, ALICE, "/retry")
+    assert "nothing to answer again" in tg.visible_text(nothing).lower()
+    ai.enqueue("Hello Alice.")
+    [reply] = await ask(tg, ALICE, "hello")
+    assert tg.visible_text(reply) == "Hello Alice."
+
+    ai.enqueue("A prime: 7.", "Hello Bob.")
+    say(tg, CAROL, "@test_bot name a prime")
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP, count=1)
+    say(tg, BOB, "/retry")  # Carol's question, and Bob is no admin
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP, count=2)
+    say(tg, BOB, "@test_bot hello")
+    calls = await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP, count=3)
+    said = [tg.visible_text(c) for c in calls]
+    assert "Only the person who asked" in said[1]
+    assert said[2] == "Hello Bob."
+    await running.stop()

@@ -78,7 +78,7 @@ async def answer(
         await context.services.store.set_chat_active(key.chat_id, False)
     except ChatMigrated as exc:
         log.info("chat=%s became supergroup %s while replying", key, exc.new_chat_id)
-        await redeliver_after_migration(context, key, exc.new_chat_id)
+        await redeliver_after_migration(context, key, exc.new_chat_id, sink.undelivered)
     finally:
         await sink.close()
 

@@ -16,6 +16,7 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
+from ..errors import NothingToRetry, NotYourQuestion
 from ..models import ChatKey
 from .admin import is_manager
 from .chat import answer
@@ -23,6 +24,8 @@ from .commands import chat_key
 
 if TYPE_CHECKING:
     from ..app import Context
+    from ..conversation import Reply
+    from .sender import TelegramReply
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,17 @@ async def retry(update: Update, context: Context) -> None:
     if refusal is not None:  # a retry costs as much as a question
         await message.reply_text(refusal.message())
         return
-    await answer(
-        update,
-        context,
-        key,
-        lambda sink: services.engine.retry(
-            key, sink, user_id, may_retry_others=_admin_check(update, context)
-        ),
-    )
+
+    async def produce(sink: TelegramReply) -> Reply:
+        try:
+            return await services.engine.retry(
+                key, sink, user_id, may_retry_others=_admin_check(update, context)
+            )
+        except (NothingToRetry, NotYourQuestion):
+            services.limits.refund(user_id)  # refused before the model: costs no slot
+            raise
+
+    await answer(update, context, key, produce)
 
 
 def _admin_check(update: Update, context: Context) -> Callable[[], Awaitable[bool]] | None:

@@ -27,7 +27,7 @@ from .. import tokens
 from ..models import Author, ChatKey, NewTurn, Role
 from .commands import chat_key
 from .input import clean, text_of
-from .sender import TelegramReply
+from .sender import TelegramReply, Undelivered
 
 if TYPE_CHECKING:
     from ..app import Context, Services
@@ -282,19 +282,19 @@ async def follow_migration(services: Services, old_chat_id: int, new_chat_id: in
         log.info("chat=%s became supergroup %s: %d messages moved", old_chat_id, new_chat_id, moved)
 
 
-async def redeliver_after_migration(context: Context, old: ChatKey, new_chat_id: int) -> None:
+async def redeliver_after_migration(
+    context: Context, old: ChatKey, new_chat_id: int, lost: Undelivered | None = None
+) -> None:
     """A reply failed because the group had just become a supergroup: move the chat, then
-    deliver the stored reply (if any) to the new chat, so the question is still answered."""
+    deliver what the old chat did not receive (`lost`: the answer, already stored, or an error
+    line) to the new one, so the question is still answered. Never the newest stored turn: the
+    supergroup may have been answered in between."""
     services = context.services
     if services.guard.follow_migration(old.chat_id, new_chat_id):
         log.warning("Allowed group %s is now %s: add it to ALLOWED_CHAT_IDS", old, new_chat_id)
     await follow_migration(services, old.chat_id, new_chat_id)
-    history = await services.store.recent_turns(
-        ChatKey(new_chat_id, old.thread_id), services.settings.history_token_budget
-    )
-    if not history or history[-1].role is not Role.ASSISTANT:
+    if lost is None:
         return
-    last = history[-1]
     sink = TelegramReply(
         context.bot,
         new_chat_id,
@@ -302,7 +302,10 @@ async def redeliver_after_migration(context: Context, old: ChatKey, new_chat_id:
         thread_id=old.thread_id or None,
         private=False,
     )
-    await sink.final(last.text, last.status)
+    if lost.status is None:
+        await sink.send_notice(lost.text)
+    else:
+        await sink.final(lost.text, lost.status)
 
 
 # -- privacy mode ----------------------------------------------------------------------------------

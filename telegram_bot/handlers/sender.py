@@ -23,6 +23,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
@@ -44,6 +45,16 @@ _draft_ids = itertools.count(1)
 
 class ChatUnavailable(Exception):
     """The chat cannot receive messages any more (bot blocked, kicked, chat deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """What a sink has not delivered (yet): the answer with its status, or a plain notice
+    (`status` None). When the chat turned out to have become a supergroup (`ChatMigrated`),
+    this, and nothing else, goes to the new chat."""
+
+    text: str
+    status: Status | None
 
 
 def entities_of(part: Part) -> list[MessageEntity]:
@@ -123,6 +134,7 @@ class TelegramReply:
         self._next_show = 0.0
         self._flood_until = 0.0  # flood control on a preview: the final waits until then
         self._migrated: ChatMigrated | None = None  # the group became a supergroup mid-reply
+        self.undelivered: Undelivered | None = None  # set while (and if) a send fails
 
     # -- the ReplySink protocol ------------------------------------------------------------
 
@@ -144,6 +156,7 @@ class TelegramReply:
 
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
+        self.undelivered = Undelivered(text, status)
         if self._migrated is not None:
             raise self._migrated  # the caller moves the chat and delivers there
         flood = self._flood_until - time.monotonic()
@@ -152,6 +165,7 @@ class TelegramReply:
         parts = render(text) or [Part("…")]
         for index, part in enumerate(parts):
             await self._deliver(index, part, final=True)
+        self.undelivered = None
         return self.messages[0].message_id if self.messages else None
 
     async def close(self) -> None:
@@ -178,12 +192,14 @@ class TelegramReply:
     async def send_notice(self, text: str) -> None:
         """A short plain line in the chat (errors, refusals)."""
         await self.close()
+        self.undelivered = Undelivered(text, None)
         try:  # flood control on sendMessage is waited out by FloodWait (flood.py)
             await self.bot.send_message(self.chat_id, text, **self._where())
         except TelegramError as exc:
             if is_gone(exc):
                 raise ChatUnavailable(str(exc)) from exc
             raise
+        self.undelivered = None
 
     # -- streaming preview -----------------------------------------------------------------
 
