@@ -15,6 +15,7 @@ correction factor (`Calibration`). Summaries are written by `compaction.py` afte
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -122,6 +123,15 @@ def fit_recall(candidates: Sequence[Turn], cap: int, model: str = "") -> list[Tu
 
 
 @dataclass(frozen=True, slots=True)
+class Unfolded:
+    """The turns not yet summarised, as the prompt's read found them: compaction decides from
+    this whether a fold is due without reading them all again after every reply."""
+
+    summary: Summary | None
+    tokens: int  # what every unsummarised turn costs in a prompt, the new message included
+
+
+@dataclass(frozen=True, slots=True)
 class Prompt:
     """An assembled prompt with its exact token count (as tiktoken counts it)."""
 
@@ -132,6 +142,7 @@ class Prompt:
     dropped: int  # older unsummarised turns left out for lack of room
     recalled: int
     summary: bool
+    unfolded: Unfolded | None = None  # None when the read did not hold every such turn
 
 
 def compose(
@@ -343,8 +354,9 @@ class Memory:
         """The prompt answering stored message `turn_id` (default: the chat's newest)."""
         s = self.settings
         await self.load_factors()
-        summary = await self.store.current_summary(chat) if s.summary_token_budget else None
-        turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
+        backlog = await self.store.backlog(chat, 2 * s.history_token_budget + 16_000)
+        summary = backlog.summary if s.summary_token_budget else None
+        turns = backlog.turns
         if turn_id is not None:  # messages stored while this one waited are not its history
             turns = [t for t in turns if t.id <= turn_id]
         if not turns:
@@ -370,6 +382,9 @@ class Memory:
             candidates=candidates,
             model=self.model,
         )
+        if backlog.complete and len(turns) == len(backlog.turns):
+            cost = sum(turn_cost(t, self.model) for t in older) + turn_cost(new, self.model)
+            prompt = dataclasses.replace(prompt, unfolded=Unfolded(summary, cost))
         log.debug(
             "chat=%s prompt tokens=%d limit=%d verbatim=%d dropped=%d recalled=%d summary=%s",
             chat,

@@ -24,6 +24,7 @@ import aiosqlite
 from .migrations import migrate
 from .models import (
     Author,
+    Backlog,
     Chat,
     ChatKey,
     NewSummary,
@@ -78,6 +79,26 @@ def _summary(row: aiosqlite.Row | tuple[Any, ...]) -> Summary:
         model=row[9],
         usage=Usage(row[10] or 0, row[11] or 0),
     )
+
+
+# A summary belongs to the conversation of the messages it covers: once /reset has archived
+# them it is history, and the new conversation starts without one.
+_CURRENT_SUMMARY = f"""
+    SELECT {", ".join("s." + c.strip() for c in _SUMMARY_COLUMNS.split(","))}
+    FROM summaries s JOIN messages m ON m.id = s.last_message_id
+    WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
+    ORDER BY s.id DESC LIMIT 1
+"""
+# The newest unsummarised turns whose tokens fit (always the newest), and how many there are
+# in all (the last column), so the caller can tell whether it has every one of them.
+_BACKLOG = f"""
+    SELECT {_TURN_COLUMNS}, total FROM (
+        SELECT *, SUM(tokens) OVER (ORDER BY id DESC) AS running,
+               ROW_NUMBER() OVER (ORDER BY id DESC) AS newest, COUNT(*) OVER () AS total
+        FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0
+        AND summarised = 0 AND status != 'failed'
+    ) WHERE running <= ? OR newest = 1 ORDER BY id
+"""
 
 
 def chat_token(chat: ChatKey) -> str:
@@ -477,16 +498,23 @@ class SQLiteStore:
         return await self._current_summary(self.db, chat)
 
     async def _current_summary(self, db: aiosqlite.Connection, chat: ChatKey) -> Summary | None:
-        # A summary belongs to the conversation of the messages it covers: once /reset has
-        # archived them it is history, and the new conversation starts without one.
-        sql = f"""
-            SELECT {", ".join("s." + c.strip() for c in _SUMMARY_COLUMNS.split(","))}
-            FROM summaries s JOIN messages m ON m.id = s.last_message_id
-            WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
-            ORDER BY s.id DESC LIMIT 1
-        """
-        rows = list(await db.execute_fetchall(sql, (chat.chat_id, chat.thread_id)))
+        rows = list(await db.execute_fetchall(_CURRENT_SUMMARY, (chat.chat_id, chat.thread_id)))
         return _summary(rows[0]) if rows else None
+
+    async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
+        key = (chat.chat_id, chat.thread_id)
+
+        def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            summary = db.execute(_CURRENT_SUMMARY, key).fetchall()
+            return summary, db.execute(_BACKLOG, (*key, max_tokens)).fetchall()
+
+        # Both reads in one trip to the database thread: this runs before every model call.
+        summary, rows = await self.db._execute(read, self.db._conn)
+        return Backlog(
+            summary=_summary(summary[0]) if summary else None,
+            turns=[_turn(row) for row in rows],
+            complete=not rows or len(rows) == rows[0][-1],
+        )
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         chat = summary.chat

@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from .models import Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
+from .models import Backlog, Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
 
 
 class Store(Protocol):
@@ -105,6 +105,11 @@ class Store(Protocol):
 
     async def current_summary(self, chat: ChatKey) -> Summary | None:
         """The latest summary of the current conversation (None after /reset)."""
+
+    async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
+        """`current_summary` and `unsummarised_turns(chat, max_tokens)` in one read, and
+        whether those turns are all there are (each message's prompt needs both, and
+        compaction can then tell from them alone whether a fold is due)."""
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         """Stores a new rolling summary and, atomically, marks every live message up to its

@@ -16,6 +16,7 @@ import pytest
 from telegram_bot import migrations
 from telegram_bot.models import (
     Author,
+    Backlog,
     ChatKey,
     NewSummary,
     NewTurn,
@@ -306,6 +307,29 @@ async def test_unsummarised_turns_keep_the_newest_that_fit_and_always_one(store:
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["m3", "m4"]
     await store.add_turn(turn("huge", tokens=10_000))
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["huge"]
+
+
+async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
+    store: Store,
+) -> None:
+    empty = await store.backlog(CHAT, 25)
+    assert empty == Backlog(None, [], True)
+    ids = [await store.add_turn(turn(f"m{i}", tokens=10)) for i in range(5)]
+    everything = await store.backlog(CHAT, 1000)
+    assert [t.text for t in everything.turns] == [f"m{i}" for i in range(5)]
+    assert everything.complete and everything.summary is None
+    newest = await store.backlog(CHAT, 25)
+    assert [t.text for t in newest.turns] == ["m3", "m4"] and not newest.complete
+    await store.save_summary(NewSummary(CHAT, "m0..m2", 4, ids[0], ids[2]))
+    folded = await store.backlog(CHAT, 25)
+    assert folded.summary is not None and folded.summary.text == "m0..m2"
+    assert [t.text for t in folded.turns] == ["m3", "m4"] and folded.complete
+    await store.add_turn(turn("huge", tokens=10_000))
+    huge = await store.backlog(CHAT, 25)
+    assert [t.text for t in huge.turns] == ["huge"] and not huge.complete
+    assert (await store.backlog(ChatKey(43), 25)).turns == [], "another chat's turns never count"
+    await store.archive(CHAT)
+    assert await store.backlog(CHAT, 25) == Backlog(None, [], True)
 
 
 async def test_a_reset_ends_the_summary_of_the_conversation(store: Store) -> None:
