@@ -11,7 +11,7 @@ A running model call can be stopped (`stop`: the user's Stop button or /stop; `i
 shutdown): the call is a task of its own, cancelled so the model's stream is closed, and the
 text so far is kept and stored as `stopped` or `partial`. `retry` answers the last question
 again; the replaced answer is archived and linked to its successor, never deleted. Every model
-call's tokens are booked per chat, user and UTC day (`Store.record_usage`).
+call's tokens are booked per chat, user and UTC day, with the reply (`Store.add_reply`).
 
 Memory (`memory.py`, `compaction.py`) builds each prompt within the model's window: persona,
 rolling summary, recalled snippets, newest turns. A context-length error from the server raises
@@ -380,7 +380,8 @@ class Conversation:
             message_id = await sink.final(text, status)
         finally:
             count = tokens.count_message(text, self.settings.openai_model)
-            turn_id = await self.store.add_turn(
+            author_id = incoming.author.user_id if incoming.author else None
+            turn_id = await self.store.add_reply(
                 NewTurn(
                     chat=incoming.chat,
                     role=Role.ASSISTANT,
@@ -392,15 +393,12 @@ class Conversation:
                     model=model,
                     usage=usage or Usage(),
                 ),
+                user_id=author_id,
+                day=today(),
                 chat_kind=incoming.chat_kind,
             )
             if replaces:
                 await self.store.supersede(replaces, turn_id)
-            if usage is not None and usage.total:
-                author_id = incoming.author.user_id if incoming.author else None
-                await self.store.record_usage(
-                    incoming.chat, author_id, today(), usage.prompt_tokens, usage.completion_tokens
-                )
         return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
 
 

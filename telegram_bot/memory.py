@@ -176,7 +176,9 @@ def compose(
         if recalled:
             system += recall_section([recalled_line(t) for t in recalled])
         history_cost = sum(turn_cost(t, model) for t in history)
-        total = floor + tokens.count_text(system, model) + history_cost
+        # The persona alone (no summary or recall yet: most prompts) repeats: memoised.
+        count = _count_text if system is persona else tokens.count_text
+        total = floor + count(system, model) + history_cost
         if total <= limit:
             break
         if recalled:

@@ -101,6 +101,14 @@ _BACKLOG = f"""
 """
 
 
+_BOOK_USAGE = (
+    "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
+    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
+    "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = completion_tokens + excluded.completion_tokens"
+)
+
+
 def chat_token(chat: ChatKey) -> str:
     """The token the recall index stores with each message of `chat` (migration m005)."""
     sign = "n" if chat.chat_id < 0 else ""
@@ -119,6 +127,40 @@ def fts_query(words: Sequence[str]) -> str:
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 4 else quoted)
     return " OR ".join(terms)
+
+
+def _insert_turn(db: sqlite3.Connection, turn: NewTurn, chat_kind: str, now: float) -> int | None:
+    """Inserts one message (and its chat's row, if new); the caller holds a transaction."""
+    author_id = turn.author.user_id if turn.author else None
+    author_name = turn.author.name if turn.author else None
+    db.execute(
+        "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
+        (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
+    )
+    cursor = db.execute(
+        "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
+        "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
+        "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            turn.chat.chat_id,
+            turn.chat.thread_id,
+            turn.role.value,
+            author_id,
+            author_name,
+            turn.text,
+            turn.tokens,
+            turn.status.value,
+            turn.tg_message_id,
+            turn.reply_to,
+            turn.model,
+            turn.usage.prompt_tokens or None,
+            turn.usage.completion_tokens or None,
+            now,
+        ),
+    )
+    return cursor.lastrowid
 
 
 class SQLiteStore:
@@ -207,39 +249,25 @@ class SQLiteStore:
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
         now = time.time()
-        author_id = turn.author.user_id if turn.author else None
-        author_name = turn.author.name if turn.author else None
+        row_id = await self._atomically(lambda db: _insert_turn(db, turn, chat_kind, now))
+        if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
+            raise RuntimeError("insert returned no row id")
+        return row_id
+
+    async def add_reply(
+        self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
+    ) -> int:
+        now = time.time()
+        usage = turn.usage
+        booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
 
         def insert(db: sqlite3.Connection) -> int | None:
-            db.execute(
-                "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
-                (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
-            )
-            cursor = db.execute(
-                "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
-                "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
-                "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    turn.chat.chat_id,
-                    turn.chat.thread_id,
-                    turn.role.value,
-                    author_id,
-                    author_name,
-                    turn.text,
-                    turn.tokens,
-                    turn.status.value,
-                    turn.tg_message_id,
-                    turn.reply_to,
-                    turn.model,
-                    turn.usage.prompt_tokens or None,
-                    turn.usage.completion_tokens or None,
-                    now,
-                ),
-            )
-            return cursor.lastrowid
+            row_id = _insert_turn(db, turn, chat_kind, now)
+            if usage.total:
+                db.execute(_BOOK_USAGE, (*booking, usage.prompt_tokens, usage.completion_tokens))
+            return row_id
 
+        # One transaction, one trip to the database thread: the reply and its booking.
         row_id = await self._atomically(insert)
         if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
             raise RuntimeError("insert returned no row id")
@@ -399,10 +427,7 @@ class SQLiteStore:
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         await self._write(
-            "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
-            "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
-            "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens",
+            _BOOK_USAGE,
             (day.isoformat(), chat_id, user_id or 0, prompt_tokens, completion_tokens),
         )
 

@@ -68,6 +68,13 @@ class Store(Protocol):
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
         """
 
+    async def add_reply(
+        self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
+    ) -> int:
+        """`add_turn` for a model's reply, booking its `usage` (if any) on `day` for the chat
+        and `user_id` as `record_usage` does, in the same transaction: the reply and what it
+        cost are stored together or not at all, in one write."""
+
     async def usage_totals(
         self,
         first_day: date,

@@ -232,6 +232,28 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
     assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
 
 
+async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
+    question = await store.add_turn(NewTurn(CHAT, Role.USER, "question", 3, tg_message_id=5))
+    reply = NewTurn(
+        CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, model="m", usage=Usage(100, 20)
+    )
+    reply_id = await store.add_reply(reply, user_id=7, day=DAY)
+    assert reply_id > question
+    await store.add_reply(reply, user_id=7, day=DAY)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 200, 40)
+    stopped = NewTurn(CHAT, Role.ASSISTANT, "st", 2, status=Status.STOPPED, reply_to=question)
+    await store.add_reply(stopped, user_id=8, day=DAY)  # no tokens known: nothing booked
+    assert await store.usage_totals(DAY, DAY, user_id=8) == UsageTotals()
+    assert await store.usage_totals(DAY, DAY, chat_id=CHAT.chat_id) == UsageTotals(2, 200, 40)
+    assert [t.text for t in await store.recent_turns(CHAT, 100)] == [
+        "question",
+        "answer",
+        "answer",
+        "st",
+    ]
+    assert await store.find_user_turn(CHAT, 5) == (question, True)
+
+
 async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -> None:
     await store.record_usage(-1, 7, DAY, 100, 10)
     await store.record_usage(-1, None, DAY, 40, 4)  # a summary of the old group
