@@ -369,12 +369,11 @@ class Memory:
         words = query_words(new.text) if alloc.recall > 0 else []
         if words:
             history = fit_newest(older, alloc.history, self.model)
-            candidates = await self.store.search_turns(
-                chat,
-                words,
-                before_id=history[0].id if history else new.id,
-                limit=RECALL_CANDIDATES,
-            )
+            before = history[0].id if history else new.id
+            if backlog.first_id is not None and backlog.first_id < before:  # else none older
+                candidates = await self.store.search_turns(
+                    chat, words, before_id=before, limit=RECALL_CANDIDATES
+                )
         prompt = assemble(
             persona,
             new,

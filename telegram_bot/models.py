@@ -145,3 +145,4 @@ class Backlog:
     summary: Summary | None
     turns: list[Turn]  # the newest unsummarised turns that fit the read's budget, oldest first
     complete: bool  # True when `turns` are every unsummarised turn of the conversation
+    first_id: int | None = None  # the conversation's oldest live turn (summarised or not)

@@ -99,6 +99,7 @@ _BACKLOG = f"""
         AND summarised = 0 AND status != 'failed'
     ) WHERE running <= ? OR newest = 1 ORDER BY id
 """
+_FIRST_LIVE = "SELECT MIN(id) FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0"
 
 
 _BOOK_USAGE = (
@@ -529,16 +530,18 @@ class SQLiteStore:
     async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
         key = (chat.chat_id, chat.thread_id)
 
-        def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+        def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any], Any]:
             summary = db.execute(_CURRENT_SUMMARY, key).fetchall()
-            return summary, db.execute(_BACKLOG, (*key, max_tokens)).fetchall()
+            rows = db.execute(_BACKLOG, (*key, max_tokens)).fetchall()
+            return summary, rows, db.execute(_FIRST_LIVE, key).fetchone()[0]
 
-        # Both reads in one trip to the database thread: this runs before every model call.
-        summary, rows = await self.db._execute(read, self.db._conn)
+        # Every read in one trip to the database thread: this runs before every model call.
+        summary, rows, first_id = await self.db._execute(read, self.db._conn)
         return Backlog(
             summary=_summary(summary[0]) if summary else None,
             turns=[_turn(row) for row in rows],
             complete=not rows or len(rows) == rows[0][-1],
+            first_id=first_id,
         )
 
     async def save_summary(self, summary: NewSummary) -> Summary:

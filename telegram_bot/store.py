@@ -114,9 +114,12 @@ class Store(Protocol):
         """The latest summary of the current conversation (None after /reset)."""
 
     async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
-        """`current_summary` and `unsummarised_turns(chat, max_tokens)` in one read, and
-        whether those turns are all there are (each message's prompt needs both, and
-        compaction can then tell from them alone whether a fold is due)."""
+        """`current_summary` and `unsummarised_turns(chat, max_tokens)` in one read, whether
+        those turns are all there are, and the id of the conversation's oldest live turn.
+
+        Each message's prompt needs all of it: compaction can then tell from the turns alone
+        whether a fold is due, and recall is not searched when no turn is older than the
+        verbatim window."""
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         """Stores a new rolling summary and, atomically, marks every live message up to its

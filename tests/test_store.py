@@ -335,17 +335,19 @@ async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
     store: Store,
 ) -> None:
     empty = await store.backlog(CHAT, 25)
-    assert empty == Backlog(None, [], True)
+    assert empty == Backlog(None, [], True, first_id=None)
     ids = [await store.add_turn(turn(f"m{i}", tokens=10)) for i in range(5)]
     everything = await store.backlog(CHAT, 1000)
     assert [t.text for t in everything.turns] == [f"m{i}" for i in range(5)]
     assert everything.complete and everything.summary is None
+    assert everything.first_id == ids[0]
     newest = await store.backlog(CHAT, 25)
     assert [t.text for t in newest.turns] == ["m3", "m4"] and not newest.complete
     await store.save_summary(NewSummary(CHAT, "m0..m2", 4, ids[0], ids[2]))
     folded = await store.backlog(CHAT, 25)
     assert folded.summary is not None and folded.summary.text == "m0..m2"
     assert [t.text for t in folded.turns] == ["m3", "m4"] and folded.complete
+    assert folded.first_id == ids[0], "summarised turns are still live (recall finds them)"
     await store.add_turn(turn("huge", tokens=10_000))
     huge = await store.backlog(CHAT, 25)
     assert [t.text for t in huge.turns] == ["huge"] and not huge.complete
