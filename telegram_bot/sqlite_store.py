@@ -140,6 +140,10 @@ def _insert_turn(db: sqlite3.Connection, turn: NewTurn, chat_kind: str, now: flo
         "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
         (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
     )
+    if turn.role is Role.USER:  # whoever writes can be answered again (see `Store.add_turn`)
+        db.execute(
+            "UPDATE chats SET active = 1 WHERE chat_id = ? AND active = 0", (turn.chat.chat_id,)
+        )
     cursor = db.execute(
         "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
         "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "

@@ -22,7 +22,10 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
-        """Stores one message durably (committed on return) and returns its id."""
+        """Stores one message durably (committed on return) and returns its id.
+
+        A user's message also marks the chat active again (`set_chat_active`): someone who
+        blocked the bot and now writes to it can be answered."""
 
     async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
         """The newest live (not archived, not failed) turns whose tokens fit, oldest first."""

@@ -111,6 +111,10 @@ async def test_chat_can_be_marked_inactive(store: Store) -> None:
     await store.set_chat_active(CHAT.chat_id, False)
     chat = await store.get_chat(CHAT)
     assert chat is not None and not chat.active
+    await store.add_turn(turn("an answer", role=Role.ASSISTANT))
+    assert (chat := await store.get_chat(CHAT)) is not None and not chat.active
+    await store.add_turn(turn("I unblocked you"))  # a user writes: active again
+    assert (chat := await store.get_chat(CHAT)) is not None and chat.active
 
 
 async def test_data_survives_reopening(tmp_path: Path) -> None:
