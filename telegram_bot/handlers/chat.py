@@ -115,7 +115,7 @@ async def on_text(update: Update, context: Context, *, text: str | None = None) 
         )
         await message.reply_text(refusal.message())
         return
-    if known is not None:  # stored before a restart; storing a message marks the chat active
+    if known is not None:  # stored before a restart: its insert cannot mark the chat active now
         await services.store.set_chat_active(chat.id, True)
     incoming = Incoming(
         key,
