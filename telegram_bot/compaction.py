@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from . import budget, tokens
 from .errors import ModelError
 from .limits import today
-from .memory import CUT_SHORT, Memory, speaker, turn_cost, turn_text
+from .memory import CUT_SHORT, Memory, Unfolded, speaker, turn_cost, turn_text
 from .models import ChatKey, NewSummary, Summary, Turn
 
 if TYPE_CHECKING:
@@ -148,15 +148,20 @@ class Compactor:
             return s.context_window
         return budget.context_window_for(self.model)
 
-    async def maintain(self, chat: ChatKey, persona: str) -> Summary | None:
+    async def maintain(
+        self, chat: ChatKey, persona: str, unfolded: Unfolded | None = None
+    ) -> Summary | None:
         """Folds the oldest turns when the verbatim ones pass their cap; returns the new
         summary, or None when nothing was (or could be) folded.
+
+        `unfolded` (what the reply's prompt read, plus the reply) answers, nearly always, that
+        nothing is due, without reading the turns again; without it they are read.
 
         Never raises (cancellation aside): it runs after the user already has the reply, so
         whatever goes wrong here is logged and must not turn into an error message in the chat.
         """
         try:
-            return await self._maintain(chat, persona)
+            return await self._maintain(chat, persona, unfolded)
         except Exception:
             log.exception("chat=%s compaction failed unexpectedly", chat)
             return None
@@ -165,9 +170,16 @@ class Compactor:
         """A new conversation starts with no failure history."""
         self._failures.pop(chat, None)
 
-    async def _maintain(self, chat: ChatKey, persona: str) -> Summary | None:
+    async def _maintain(
+        self, chat: ChatKey, persona: str, unfolded: Unfolded | None
+    ) -> Summary | None:
         s = self.settings
         if s.summary_token_budget <= 0 or self._backing_off(chat):
+            return None
+        if unfolded is not None and unfolded.tokens <= self.memory.history_cap(
+            persona, unfolded.summary
+        ):
+            self._failures.pop(chat, None)  # as when the read finds nothing to fold
             return None
         summary = await self.store.current_summary(chat)
         cap = self.memory.history_cap(persona, summary)

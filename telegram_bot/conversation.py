@@ -11,7 +11,7 @@ A running model call can be stopped (`stop`: the user's Stop button or /stop; `i
 shutdown): the call is a task of its own, cancelled so the model's stream is closed, and the
 text so far is kept and stored as `stopped` or `partial`. `retry` answers the last question
 again; the replaced answer is archived and linked to its successor, never deleted. Every model
-call's tokens are booked per chat, user and UTC day (`Store.record_usage`).
+call's tokens are booked per chat, user and UTC day, with the reply (`Store.add_reply`).
 
 Memory (`memory.py`, `compaction.py`) builds each prompt within the model's window: persona,
 rolling summary, recalled snippets, newest turns. A context-length error from the server raises
@@ -39,7 +39,7 @@ from .errors import (
 )
 from .limits import today
 from .locks import KeyedLocks
-from .memory import Memory, MemoryStatus, Prompt, memory_status
+from .memory import Memory, MemoryStatus, Prompt, Unfolded, memory_status
 from .models import Author, ChatKey, NewTurn, Role, Status, Turn, Usage
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Reply:
     user_turn_id: int
     turn_id: int | None
     message_id: int | None
+    tokens: int = 0  # the stored reply's token count (0 when nothing was stored)
 
 
 @dataclass(slots=True)
@@ -99,6 +100,13 @@ class _Progress:
 
     text: str = ""
     prompt_tokens: int = 0
+    unfolded: Unfolded | None = None  # the last prompt's view of the unsummarised turns
+
+    def unfolded_after(self, reply: Reply) -> Unfolded | None:
+        """The unsummarised turns once the reply is stored: the prompt's, plus the reply."""
+        if self.unfolded is None:
+            return None
+        return Unfolded(self.unfolded.summary, self.unfolded.tokens + reply.tokens)
 
 
 class Conversation:
@@ -119,10 +127,11 @@ class Conversation:
         async with self._locks.hold(incoming.chat):
             user_turn_id = await self._store_user_turn(incoming)
             persona = await self.persona(incoming.chat)
-            reply = await self._generate(incoming, persona, sink, user_turn_id)
+            progress = _Progress()
+            reply = await self._generate(incoming, persona, sink, user_turn_id, progress=progress)
             # The reply is out; fold old turns into the summary now, still holding the chat's
             # lock so its next message sees the result (and never waits inside a reply).
-            await self.compactor.maintain(incoming.chat, persona)
+            await self.compactor.maintain(incoming.chat, persona, progress.unfolded_after(reply))
             return reply
 
     async def _generate(
@@ -133,9 +142,11 @@ class Conversation:
         user_turn_id: int,
         replaces: Sequence[int] = (),
         question: Turn | None = None,
+        *,
+        progress: _Progress | None = None,
     ) -> Reply:
         """Calls the model and stores its reply, however the call ends."""
-        progress = _Progress()
+        progress = progress or _Progress()
 
         def on_text(text: str) -> None:
             progress.text = text
@@ -217,6 +228,7 @@ class Conversation:
         self, chat: ChatKey, prompt: Prompt, on_text: OnText, progress: _Progress
     ) -> Completion:
         progress.prompt_tokens = prompt.tokens
+        progress.unfolded = prompt.unfolded
         completion = await self.llm.chat(
             prompt.messages,
             max_tokens=self.memory.max_output_tokens,
@@ -372,28 +384,27 @@ class Conversation:
         try:
             message_id = await sink.final(text, status)
         finally:
-            turn_id = await self.store.add_turn(
+            count = tokens.count_message(text, self.settings.openai_model)
+            author_id = incoming.author.user_id if incoming.author else None
+            turn_id = await self.store.add_reply(
                 NewTurn(
                     chat=incoming.chat,
                     role=Role.ASSISTANT,
                     text=text,
-                    tokens=tokens.count_message(text, self.settings.openai_model),
+                    tokens=count,
                     status=status,
                     tg_message_id=message_id,
                     reply_to=user_turn_id,
                     model=model,
                     usage=usage or Usage(),
                 ),
+                user_id=author_id,
+                day=today(),
                 chat_kind=incoming.chat_kind,
             )
             if replaces:
                 await self.store.supersede(replaces, turn_id)
-            if usage is not None and usage.total:
-                author_id = incoming.author.user_id if incoming.author else None
-                await self.store.record_usage(
-                    incoming.chat, author_id, today(), usage.prompt_tokens, usage.completion_tokens
-                )
-        return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id)
+        return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
 
 
 class _Stopped(Exception):

@@ -15,6 +15,7 @@ correction factor (`Calibration`). Summaries are written by `compaction.py` afte
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -134,6 +135,15 @@ def fit_recall(candidates: Sequence[Turn], cap: int, model: str = "") -> list[Tu
 
 
 @dataclass(frozen=True, slots=True)
+class Unfolded:
+    """The turns not yet summarised, as the prompt's read found them: compaction decides from
+    this whether a fold is due without reading them all again after every reply."""
+
+    summary: Summary | None
+    tokens: int  # what every unsummarised turn costs in a prompt, the new message included
+
+
+@dataclass(frozen=True, slots=True)
 class Prompt:
     """An assembled prompt with its exact token count (as tiktoken counts it)."""
 
@@ -144,6 +154,7 @@ class Prompt:
     dropped: int  # older unsummarised turns left out for lack of room
     recalled: int
     summary: bool
+    unfolded: Unfolded | None = None  # None when the read did not hold every such turn
 
 
 def compose(
@@ -177,7 +188,9 @@ def compose(
         if recalled:
             system += recall_section([recalled_line(t) for t in recalled])
         history_cost = sum(turn_cost(t, model) for t in history)
-        total = floor + tokens.count_text(system, model) + history_cost
+        # The persona alone (no summary or recall yet: most prompts) repeats: memoised.
+        count = _count_text if system is persona else tokens.count_text
+        total = floor + count(system, model) + history_cost
         if total <= limit:
             break
         if recalled:
@@ -365,8 +378,9 @@ class Memory:
         with the summary as its context rather than not at all."""
         s = self.settings
         await self.load_factors()
-        summary = await self.store.current_summary(chat) if s.summary_token_budget else None
-        turns = await self.store.unsummarised_turns(chat, 2 * s.history_token_budget + 16_000)
+        backlog = await self.store.backlog(chat, 2 * s.history_token_budget + 16_000)
+        summary = backlog.summary if s.summary_token_budget else None
+        turns = backlog.turns
         if turn_id is not None:  # messages stored while this one waited are not its history
             turns = [t for t in turns if t.id <= turn_id]
         if question is not None and (not turns or turns[-1].id != question.id):
@@ -379,12 +393,11 @@ class Memory:
         words = query_words(new.text) if alloc.recall > 0 else []
         if words:
             history = fit_newest(older, alloc.history, self.model)
-            candidates = await self.store.search_turns(
-                chat,
-                words,
-                before_id=history[0].id if history else new.id,
-                limit=RECALL_CANDIDATES,
-            )
+            before = history[0].id if history else new.id
+            if backlog.first_id is not None and backlog.first_id < before:  # else none older
+                candidates = await self.store.search_turns(
+                    chat, words, before_id=before, limit=RECALL_CANDIDATES
+                )
         prompt = assemble(
             persona,
             new,
@@ -394,6 +407,9 @@ class Memory:
             candidates=candidates,
             model=self.model,
         )
+        if question is None and backlog.complete and len(turns) == len(backlog.turns):
+            cost = sum(turn_cost(t, self.model) for t in older) + turn_cost(new, self.model)
+            prompt = dataclasses.replace(prompt, unfolded=Unfolded(summary, cost))
         log.debug(
             "chat=%s prompt tokens=%d limit=%d verbatim=%d dropped=%d recalled=%d summary=%s",
             chat,

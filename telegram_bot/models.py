@@ -136,3 +136,13 @@ class NewSummary:
     last_message_id: int
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """A conversation's summary and the turns not yet folded into it, read in one go."""
+
+    summary: Summary | None
+    turns: list[Turn]  # the newest unsummarised turns that fit the read's budget, oldest first
+    complete: bool  # True when `turns` are every unsummarised turn of the conversation
+    first_id: int | None = None  # the conversation's oldest live turn (summarised or not)

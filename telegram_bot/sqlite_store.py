@@ -24,6 +24,7 @@ import aiosqlite
 from .migrations import migrate
 from .models import (
     Author,
+    Backlog,
     Chat,
     ChatKey,
     NewSummary,
@@ -80,6 +81,35 @@ def _summary(row: aiosqlite.Row | tuple[Any, ...]) -> Summary:
     )
 
 
+# A summary belongs to the conversation of the messages it covers: once /reset has archived
+# them it is history, and the new conversation starts without one.
+_CURRENT_SUMMARY = f"""
+    SELECT {", ".join("s." + c.strip() for c in _SUMMARY_COLUMNS.split(","))}
+    FROM summaries s JOIN messages m ON m.id = s.last_message_id
+    WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
+    ORDER BY s.id DESC LIMIT 1
+"""
+# The newest unsummarised turns whose tokens fit (always the newest), and how many there are
+# in all (the last column), so the caller can tell whether it has every one of them.
+_BACKLOG = f"""
+    SELECT {_TURN_COLUMNS}, total FROM (
+        SELECT *, SUM(tokens) OVER (ORDER BY id DESC) AS running,
+               ROW_NUMBER() OVER (ORDER BY id DESC) AS newest, COUNT(*) OVER () AS total
+        FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0
+        AND summarised = 0 AND status != 'failed'
+    ) WHERE running <= ? OR newest = 1 ORDER BY id
+"""
+_FIRST_LIVE = "SELECT MIN(id) FROM messages WHERE chat_id = ? AND thread_id = ? AND archived = 0"
+
+
+_BOOK_USAGE = (
+    "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
+    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
+    "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = completion_tokens + excluded.completion_tokens"
+)
+
+
 def chat_token(chat: ChatKey) -> str:
     """The token the recall index stores with each message of `chat` (migration m005)."""
     sign = "n" if chat.chat_id < 0 else ""
@@ -98,6 +128,44 @@ def fts_query(words: Sequence[str]) -> str:
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 4 else quoted)
     return " OR ".join(terms)
+
+
+def _insert_turn(db: sqlite3.Connection, turn: NewTurn, chat_kind: str, now: float) -> int | None:
+    """Inserts one message (and its chat's row, if new); the caller holds a transaction."""
+    author_id = turn.author.user_id if turn.author else None
+    author_name = turn.author.name if turn.author else None
+    db.execute(
+        "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
+        (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
+    )
+    if turn.role is Role.USER:  # whoever writes can be answered again (see `Store.add_turn`)
+        db.execute(
+            "UPDATE chats SET active = 1 WHERE chat_id = ? AND active = 0", (turn.chat.chat_id,)
+        )
+    cursor = db.execute(
+        "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
+        "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
+        "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            turn.chat.chat_id,
+            turn.chat.thread_id,
+            turn.role.value,
+            author_id,
+            author_name,
+            turn.text,
+            turn.tokens,
+            turn.status.value,
+            turn.tg_message_id,
+            turn.reply_to,
+            turn.model,
+            turn.usage.prompt_tokens or None,
+            turn.usage.completion_tokens or None,
+            now,
+        ),
+    )
+    return cursor.lastrowid
 
 
 class SQLiteStore:
@@ -186,39 +254,25 @@ class SQLiteStore:
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
         now = time.time()
-        author_id = turn.author.user_id if turn.author else None
-        author_name = turn.author.name if turn.author else None
+        row_id = await self._atomically(lambda db: _insert_turn(db, turn, chat_kind, now))
+        if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
+            raise RuntimeError("insert returned no row id")
+        return row_id
+
+    async def add_reply(
+        self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
+    ) -> int:
+        now = time.time()
+        usage = turn.usage
+        booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
 
         def insert(db: sqlite3.Connection) -> int | None:
-            db.execute(
-                "INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (chat_id, thread_id) DO UPDATE SET updated_at = excluded.updated_at",
-                (turn.chat.chat_id, turn.chat.thread_id, chat_kind, now, now),
-            )
-            cursor = db.execute(
-                "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, "
-                "tokens, status, tg_message_id, reply_to, model, prompt_tokens, "
-                "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    turn.chat.chat_id,
-                    turn.chat.thread_id,
-                    turn.role.value,
-                    author_id,
-                    author_name,
-                    turn.text,
-                    turn.tokens,
-                    turn.status.value,
-                    turn.tg_message_id,
-                    turn.reply_to,
-                    turn.model,
-                    turn.usage.prompt_tokens or None,
-                    turn.usage.completion_tokens or None,
-                    now,
-                ),
-            )
-            return cursor.lastrowid
+            row_id = _insert_turn(db, turn, chat_kind, now)
+            if usage.total:
+                db.execute(_BOOK_USAGE, (*booking, usage.prompt_tokens, usage.completion_tokens))
+            return row_id
 
+        # One transaction, one trip to the database thread: the reply and its booking.
         row_id = await self._atomically(insert)
         if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
             raise RuntimeError("insert returned no row id")
@@ -378,10 +432,7 @@ class SQLiteStore:
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         await self._write(
-            "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
-            "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
-            "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens",
+            _BOOK_USAGE,
             (day.isoformat(), chat_id, user_id or 0, prompt_tokens, completion_tokens),
         )
 
@@ -477,16 +528,25 @@ class SQLiteStore:
         return await self._current_summary(self.db, chat)
 
     async def _current_summary(self, db: aiosqlite.Connection, chat: ChatKey) -> Summary | None:
-        # A summary belongs to the conversation of the messages it covers: once /reset has
-        # archived them it is history, and the new conversation starts without one.
-        sql = f"""
-            SELECT {", ".join("s." + c.strip() for c in _SUMMARY_COLUMNS.split(","))}
-            FROM summaries s JOIN messages m ON m.id = s.last_message_id
-            WHERE s.chat_id = ? AND s.thread_id = ? AND m.archived = 0
-            ORDER BY s.id DESC LIMIT 1
-        """
-        rows = list(await db.execute_fetchall(sql, (chat.chat_id, chat.thread_id)))
+        rows = list(await db.execute_fetchall(_CURRENT_SUMMARY, (chat.chat_id, chat.thread_id)))
         return _summary(rows[0]) if rows else None
+
+    async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
+        key = (chat.chat_id, chat.thread_id)
+
+        def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any], Any]:
+            summary = db.execute(_CURRENT_SUMMARY, key).fetchall()
+            rows = db.execute(_BACKLOG, (*key, max_tokens)).fetchall()
+            return summary, rows, db.execute(_FIRST_LIVE, key).fetchone()[0]
+
+        # Every read in one trip to the database thread: this runs before every model call.
+        summary, rows, first_id = await self.db._execute(read, self.db._conn)
+        return Backlog(
+            summary=_summary(summary[0]) if summary else None,
+            turns=[_turn(row) for row in rows],
+            complete=not rows or len(rows) == rows[0][-1],
+            first_id=first_id,
+        )
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         chat = summary.chat

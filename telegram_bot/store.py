@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from .models import Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
+from .models import Backlog, Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
 
 
 class Store(Protocol):
@@ -22,7 +22,10 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
-        """Stores one message durably (committed on return) and returns its id."""
+        """Stores one message durably (committed on return) and returns its id.
+
+        A user's message also marks the chat active again (`set_chat_active`): someone who
+        blocked the bot and now writes to it can be answered."""
 
     async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
         """The newest live (not archived, not failed) turns whose tokens fit, oldest first."""
@@ -68,6 +71,13 @@ class Store(Protocol):
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
         """
 
+    async def add_reply(
+        self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
+    ) -> int:
+        """`add_turn` for a model's reply, booking its `usage` (if any) on `day` for the chat
+        and `user_id` as `record_usage` does, in the same transaction: the reply and what it
+        cost are stored together or not at all, in one write."""
+
     async def usage_totals(
         self,
         first_day: date,
@@ -105,6 +115,14 @@ class Store(Protocol):
 
     async def current_summary(self, chat: ChatKey) -> Summary | None:
         """The latest summary of the current conversation (None after /reset)."""
+
+    async def backlog(self, chat: ChatKey, max_tokens: int) -> Backlog:
+        """`current_summary` and `unsummarised_turns(chat, max_tokens)` in one read, whether
+        those turns are all there are, and the id of the conversation's oldest live turn.
+
+        Each message's prompt needs all of it: compaction can then tell from the turns alone
+        whether a fold is due, and recall is not searched when no turn is older than the
+        verbatim window."""
 
     async def save_summary(self, summary: NewSummary) -> Summary:
         """Stores a new rolling summary and, atomically, marks every live message up to its

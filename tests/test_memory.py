@@ -141,6 +141,44 @@ async def test_a_fact_from_turn_5_is_recalled_at_turn_200(
     await bot.stop()
 
 
+async def test_recall_finds_turns_the_window_dropped_when_there_is_no_summary(
+    bot_factory: Callable[..., RunningBot],
+    tg: FakeTelegram,
+    ai: FakeOpenAI,
+    db_path: Path,
+) -> None:
+    texts = [filler(i) if i != 4 else "By the way, my dog's name is Biscuit." for i in range(40)]
+    await seed(db_path, ChatKey(ALICE), texts)
+    bot = await bot_factory(**{**SMALL, "summary_token_budget": 0}).start()
+    ai.responder = summariser("unused")
+    await ask(tg, ALICE, "What was my dog's name again?")
+    system = chat_requests(ai)[-1].messages[0]["content"]
+    assert SUMMARY_HEADER not in system and RECALL_HEADER in system
+    assert "Alice: By the way, my dog's name is Biscuit." in system.split(RECALL_HEADER, 1)[1]
+    await bot.stop()
+
+
+async def test_an_old_turn_beyond_the_prompts_read_is_still_folded(
+    bot_factory: Callable[..., RunningBot],
+    tg: FakeTelegram,
+    ai: FakeOpenAI,
+    db_path: Path,
+) -> None:
+    # The prompt reads the newest 2 x 300 + 16,000 tokens of unsummarised turns, compaction
+    # up to 10 x 300 + 16,000: a pasted document in between is only seen by compaction's own
+    # read, which must still happen although the turns the prompt saw fit the budget.
+    document = "DOC-START " + "tomato compost seedling " * 4_450
+    assert 16_600 < tokens.count_message(document, "gpt-4o-mini") < 19_000
+    await seed(db_path, ChatKey(ALICE), [document, "Got it."])
+    bot = await bot_factory(**SMALL).start()
+    ai.responder = summariser("Alice pasted a document about tomatoes.")
+    await ask(tg, ALICE, "Thanks!")
+    [request] = await eventually(lambda: [r for r in ai.requests if is_summary(r)], bool)
+    assert "DOC-START" in request.messages[1]["content"]
+    assert "DOC-START" not in prompt_text(chat_requests(ai)[-1]), "too long to be sent verbatim"
+    await bot.stop()
+
+
 async def test_recall_never_crosses_chats_or_a_reset(
     bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:

@@ -16,6 +16,7 @@ import pytest
 from telegram_bot import migrations
 from telegram_bot.models import (
     Author,
+    Backlog,
     ChatKey,
     NewSummary,
     NewTurn,
@@ -110,6 +111,10 @@ async def test_chat_can_be_marked_inactive(store: Store) -> None:
     await store.set_chat_active(CHAT.chat_id, False)
     chat = await store.get_chat(CHAT)
     assert chat is not None and not chat.active
+    await store.add_turn(turn("an answer", role=Role.ASSISTANT))
+    assert (chat := await store.get_chat(CHAT)) is not None and not chat.active
+    await store.add_turn(turn("I unblocked you"))  # a user writes: active again
+    assert (chat := await store.get_chat(CHAT)) is not None and chat.active
 
 
 async def test_data_survives_reopening(tmp_path: Path) -> None:
@@ -231,6 +236,28 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
     assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
 
 
+async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
+    question = await store.add_turn(NewTurn(CHAT, Role.USER, "question", 3, tg_message_id=5))
+    reply = NewTurn(
+        CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, model="m", usage=Usage(100, 20)
+    )
+    reply_id = await store.add_reply(reply, user_id=7, day=DAY)
+    assert reply_id > question
+    await store.add_reply(reply, user_id=7, day=DAY)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 200, 40)
+    stopped = NewTurn(CHAT, Role.ASSISTANT, "st", 2, status=Status.STOPPED, reply_to=question)
+    await store.add_reply(stopped, user_id=8, day=DAY)  # no tokens known: nothing booked
+    assert await store.usage_totals(DAY, DAY, user_id=8) == UsageTotals()
+    assert await store.usage_totals(DAY, DAY, chat_id=CHAT.chat_id) == UsageTotals(2, 200, 40)
+    assert [t.text for t in await store.recent_turns(CHAT, 100)] == [
+        "question",
+        "answer",
+        "answer",
+        "st",
+    ]
+    assert await store.find_user_turn(CHAT, 5) == (question, True)
+
+
 async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -> None:
     await store.record_usage(-1, 7, DAY, 100, 10)
     await store.record_usage(-1, None, DAY, 40, 4)  # a summary of the old group
@@ -306,6 +333,31 @@ async def test_unsummarised_turns_keep_the_newest_that_fit_and_always_one(store:
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["m3", "m4"]
     await store.add_turn(turn("huge", tokens=10_000))
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["huge"]
+
+
+async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
+    store: Store,
+) -> None:
+    empty = await store.backlog(CHAT, 25)
+    assert empty == Backlog(None, [], True, first_id=None)
+    ids = [await store.add_turn(turn(f"m{i}", tokens=10)) for i in range(5)]
+    everything = await store.backlog(CHAT, 1000)
+    assert [t.text for t in everything.turns] == [f"m{i}" for i in range(5)]
+    assert everything.complete and everything.summary is None
+    assert everything.first_id == ids[0]
+    newest = await store.backlog(CHAT, 25)
+    assert [t.text for t in newest.turns] == ["m3", "m4"] and not newest.complete
+    await store.save_summary(NewSummary(CHAT, "m0..m2", 4, ids[0], ids[2]))
+    folded = await store.backlog(CHAT, 25)
+    assert folded.summary is not None and folded.summary.text == "m0..m2"
+    assert [t.text for t in folded.turns] == ["m3", "m4"] and folded.complete
+    assert folded.first_id == ids[0], "summarised turns are still live (recall finds them)"
+    await store.add_turn(turn("huge", tokens=10_000))
+    huge = await store.backlog(CHAT, 25)
+    assert [t.text for t in huge.turns] == ["huge"] and not huge.complete
+    assert (await store.backlog(ChatKey(43), 25)).turns == [], "another chat's turns never count"
+    await store.archive(CHAT)
+    assert await store.backlog(CHAT, 25) == Backlog(None, [], True)
 
 
 async def test_a_reset_ends_the_summary_of_the_conversation(store: Store) -> None:

@@ -115,9 +115,8 @@ async def on_text(update: Update, context: Context, *, text: str | None = None) 
         )
         await message.reply_text(refusal.message())
         return
-    stored = await services.store.get_chat(key)
-    if stored is not None and not stored.active:
-        await services.store.set_chat_active(chat.id, True)  # they unblocked the bot
+    if known is not None:  # stored before a restart: its insert cannot mark the chat active now
+        await services.store.set_chat_active(chat.id, True)
     incoming = Incoming(
         key,
         text,
