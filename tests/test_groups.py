@@ -146,6 +146,47 @@ async def test_two_users_share_one_history_and_private_chats_never_leak(
     assert private[-1] == "My private secret is swordfish", "no name prefix in private chats"
 
 
+def shown(tg: FakeTelegram, call: Call) -> str:
+    """What a group member sees in a message now: its last edit (groups stream by edits)."""
+    message_id = (call.result or {}).get("message_id")
+    edits = [
+        edit
+        for edit in tg.calls_to("editMessageText")
+        if not edit.failed and edit.params.get("message_id") == message_id
+    ]
+    return tg.visible_text(edits[-1] if edits else call)
+
+
+async def test_questions_asked_at_once_are_answered_in_order_each_to_its_asker(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    ai.latency, ai.chunk_chars, ai.chunk_delay = 0.2, 4, 0.01
+    ai.responder = lambda request: f"answer to {request.last_user_text}"
+    first = say(tg, ALICE, "@test_bot first question from Alice")
+    say(tg, BOB, "just chatting, not for the bot")
+    second = say(tg, BOB, "@test_bot second question from Bob")
+    third = say(tg, CAROL, "@test_bot third question from Carol")
+    calls = await replies(tg, 3)
+    assert [replied_to(c) for c in calls] == [first, second, third]
+    texts = await eventually(
+        lambda: [shown(tg, c) for c in calls], lambda texts: texts[-1].endswith("Carol")
+    )
+    assert texts == [
+        "answer to Alice: first question from Alice",
+        "answer to Bob: second question from Bob",
+        "answer to Carol: third question from Carol",
+    ]
+    # Each question was asked with the answers before it, and the chatter, in order.
+    assert [m["content"] for m in ai.requests[-1].messages[1:]] == [
+        "Alice: first question from Alice",
+        "answer to Alice: first question from Alice",
+        "Bob: just chatting, not for the bot",
+        "Bob: second question from Bob",
+        "answer to Bob: second question from Bob",
+        "Carol: third question from Carol",
+    ]
+
+
 async def test_forum_topics_keep_separate_histories_and_replies_stay_in_the_topic(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:
