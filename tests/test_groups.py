@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram
+from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram, Reply
 from tests.fakes import _telegram_objects as objects
 from tests.fakes.telegram import Call
 from tests.harness import TOKEN, RunningBot, eventually
@@ -361,3 +362,41 @@ async def test_after_a_migration_an_answer_given_in_between_is_not_sent_again(
     texts = [tg.visible_text(c) for c in await replies(tg, 2, chat=new)]
     assert texts[0] == "The quick answer."
     assert texts[1].startswith("The model service is unreachable"), texts
+
+
+async def test_a_long_answer_streamed_by_edits_ends_as_whole_parts_without_losing_text(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    paragraph = "This paragraph is filler text that keeps going for a while. " * 5
+    text = "\n\n".join(f"{i}. {paragraph}" for i in range(40))
+    assert len(text) > 2 * 4096
+    ai.responder = lambda request: text
+    ai.chunk_chars, ai.chunk_delay = 300, 0.02  # many previews: the parts grow by edits
+    asked = say(tg, ALICE, "@test_bot write a lot")
+    # The reply is stored once every part has been delivered.
+    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant'"
+    await eventually(lambda: db(sql, (GROUP,)), bool)
+    messages = sent(tg)
+    assert len(messages) >= 3
+    assert [replied_to(m) for m in messages] == [asked] + [None] * (len(messages) - 1)
+    texts = [shown(tg, m) for m in messages]
+    assert all(len(t) <= 4096 for t in texts)
+    numbers = re.findall(r"(?m)^(\d+)\. This", "\n\n".join(texts))
+    assert numbers == [str(i) for i in range(40)], "every paragraph once, in order"
+
+
+async def test_a_stream_cut_in_a_group_leaves_the_partial_text_without_a_stop_button(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    text = "The first half of the answer arrives. The second half never does."
+    ai.enqueue(Reply(text, chunk_chars=5, delay_per_chunk=0.02, cut_after_chars=35))
+    asked = say(tg, ALICE, "@test_bot tell me")
+    partial, notice = await replies(tg, 2)
+    assert replied_to(partial) == asked
+    sql = "SELECT text, status FROM messages WHERE role = 'assistant'"
+    assert await eventually(lambda: db(sql), bool) == [(text[:35], "partial")]
+    assert shown(tg, partial) == text[:35].strip()
+    edits = [e for e in tg.calls_to("editMessageText") if not e.failed]
+    last_markup = (edits[-1].params if edits else partial.params).get("reply_markup")
+    assert not last_markup, "no Stop button left on a reply that has ended"
+    assert "cut off" in tg.visible_text(notice)
