@@ -148,6 +148,24 @@ async def test_a_message_sent_while_a_reply_streams_is_answered_after_it(
     assert [m["content"] for m in ai.requests[1].messages[1:]] == ["one", "First, slowly.", "two"]
 
 
+async def test_reset_sent_while_a_reply_streams_waits_for_it_and_archives_it_too(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    ai.enqueue(Reply("Noted, slowly.", chunk_chars=2, delay_per_chunk=0.05), "Fresh.")
+    tg.send_text(ALICE, "my secret is swordfish", user_id=ALICE)
+    await tg.wait_for("sendMessageDraft")
+    tg.send_command(ALICE, "/reset", user_id=ALICE)
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE, count=2)
+    answer, notice = [tg.visible_text(c) for c in final_messages(tg, ALICE)]
+    assert answer == "Noted, slowly."
+    assert "2 earlier messages archived" in notice
+    await ask(tg, ALICE, "what is my secret?")
+    assert [m["content"] for m in ai.requests[-1].messages[1:]] == ["what is my secret?"]
+    sql = "SELECT text, archived FROM messages WHERE chat_id = ? ORDER BY id"
+    rows = await eventually(lambda: db(sql, (ALICE,)), lambda rows: len(rows) == 4)
+    assert rows[:2] == [("my secret is swordfish", 1), ("Noted, slowly.", 1)]
+
+
 async def test_a_stopped_reply_is_marked_cut_short_for_the_model_and_the_summariser(
     bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
 ) -> None:
