@@ -49,6 +49,9 @@ class Delivered:
         Delivered.count += 1
         return Delivered.count
 
+    async def send_notice(self, text: str) -> None:
+        """Nothing to deliver in this probe."""
+
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)

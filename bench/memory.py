@@ -164,6 +164,9 @@ class Silent:
     async def final(self, text: str, status: Status) -> int | None:
         return None
 
+    async def send_notice(self, text: str) -> None:
+        """Nor any notice."""
+
 
 @dataclass(frozen=True)
 class Result:

@@ -45,6 +45,10 @@ class ConsoleSink:
         self.out.flush()
         return None
 
+    async def send_notice(self, text: str) -> None:
+        self.out.write(f"{text}\n")
+        self.out.flush()
+
 
 async def run_console(
     settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout

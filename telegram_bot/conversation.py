@@ -59,6 +59,9 @@ class ReplySink(Protocol):
     async def final(self, text: str, status: Status) -> int | None:
         """Delivers the finished (or cut-short) reply; returns the platform's message id."""
 
+    async def send_notice(self, text: str) -> None:
+        """A short line after the reply (an error, or the confirmation of a stop)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
@@ -92,6 +95,7 @@ class _InFlight:
     call: asyncio.Future[Any]
     author_id: int | None
     stopped_as: Status | None = None
+    notice: str | None = None  # what to say in the chat once the stopped text is delivered
 
 
 @dataclass(slots=True)
@@ -181,6 +185,8 @@ class Conversation:
             reply = Reply("", stop.status, Usage(), user_turn_id, None, None)
             if progress.text:
                 reply = await finish(progress.text, stop.status)
+            if stop.notice:  # in the chat's turn: below the stopped text, before what is queued
+                await sink.send_notice(stop.notice)
             if stop.status is Status.PARTIAL:
                 raise ReplyInterrupted() from None
             return reply
@@ -248,10 +254,12 @@ class Conversation:
         """What /memory shows: tokens in use against the budget, and the summary."""
         return await memory_status(self.memory, chat, await self.persona(chat))
 
-    def stop(self, chat: ChatKey, by_user: int | None = None) -> bool:
+    def stop(self, chat: ChatKey, by_user: int | None = None, *, notice: str | None = None) -> bool:
         """Stops the chat's running reply; False if none is running or it is not `by_user`'s.
 
         In a group only the person who asked (or anyone, for a reply nobody asked) may stop it.
+        `notice` is sent to the reply's sink right after the text written so far, so a
+        confirmation lands below that text and before any message queued behind the reply.
         """
         running = self._inflight.get(chat)
         if running is None or running.call.done() or running.stopped_as is not None:
@@ -259,6 +267,7 @@ class Conversation:
         if by_user is not None and running.author_id not in (None, by_user):
             return False
         running.stopped_as = Status.STOPPED
+        running.notice = notice
         running.call.cancel()
         return True
 
@@ -329,7 +338,7 @@ class Conversation:
             current = asyncio.current_task()
             if running.stopped_as is None or (current is not None and current.cancelling()):
                 raise
-            raise _Stopped(running.stopped_as) from None
+            raise _Stopped(running.stopped_as, running.notice) from None
         finally:
             if self._inflight.get(incoming.chat) is running:
                 del self._inflight[incoming.chat]
@@ -410,6 +419,7 @@ class Conversation:
 class _Stopped(Exception):
     """Internal: the model call was stopped on purpose (status says why)."""
 
-    def __init__(self, status: Status) -> None:
+    def __init__(self, status: Status, notice: str | None = None) -> None:
         super().__init__(status.value)
         self.status = status
+        self.notice = notice

@@ -32,6 +32,9 @@ class Sink:
         self.finals.append((text, status))
         return None
 
+    async def send_notice(self, text: str) -> None:
+        """Notices are the Telegram adapter's business; the engine tests ignore them."""
+
 
 @pytest.fixture
 async def engine(ai: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Conversation]:

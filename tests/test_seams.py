@@ -73,7 +73,9 @@ async def test_a_command_that_merely_starts_with_stop_waits_its_turn(
     tg.send_command(ALICE, "/stop", user_id=ALICE)
     await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE and not c.failed, count=3)
     said = [tg.visible_text(c) for c in tg.calls_to("sendMessage") if not c.failed]
-    assert said[0] == "Stopped.", "/stop itself still jumps the queue"
+    essay = SLOW.text
+    assert essay.startswith(said[0]) and len(said[0]) < len(essay), "/stop jumped the queue"
+    assert said[1] == "Stopped.", "confirmed below the stopped text"
     assert said[2].startswith("I don't know /stopwatch"), "answered after the essay, in order"
 
 

@@ -60,9 +60,9 @@ async def test_stop_command_stops_a_drafted_reply(
     tg.send_text(ALICE, "write an essay", user_id=ALICE)
     await tg.wait_for("sendMessageDraft", count=2)
     sent = await ask(tg, ALICE, "/stop", replies=2)
-    texts = [tg.visible_text(c) for c in sent]
-    assert "Stopped." in texts
-    [partial] = [t for t in texts if t != "Stopped."]
+    # The confirmation comes below the text it stopped, never above it.
+    partial, confirmation = [tg.visible_text(c) for c in sent]
+    assert confirmation == "Stopped."
     assert LONG.startswith(partial) and len(partial) < len(LONG)
     sql = "SELECT text, status FROM messages WHERE role = 'assistant'"
     [(stored, status)] = await eventually(lambda: db(sql), bool)

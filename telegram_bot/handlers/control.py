@@ -2,8 +2,10 @@
 
 The Stop button and /stop bypass the chat's queue (see `app.ordering_key`), so they reach the
 engine while the reply they stop is still streaming. In a group only the person who asked may
-stop a reply. /retry waits its turn like any message, then answers the last question again; in
-a group only the person who asked it, or an admin, may retry it.
+stop a reply. /stop's confirmation is posted by the stopped reply itself, right below the text
+written so far (and before any message queued behind it); the button's is a toast. /retry
+waits its turn like any message, then answers the last question again; in a group only the
+person who asked it, or an admin, may retry it.
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ NOTHING_TO_STOP = "Nothing to stop: I'm not writing anything right now."
 NOT_YOURS = "Only the person who asked can stop this answer."
 
 
-def _outcome(context: Context, key: ChatKey | None, stopper: int | None) -> str:
+STOPPED = "Stopped."
+
+
+def _outcome(
+    context: Context, key: ChatKey | None, stopper: int | None, notice: str | None = None
+) -> str:
     """Stops the chat's running reply if `stopper` may; says what happened."""
     engine = context.services.engine
-    if key is not None and engine.stop(key, stopper):
-        return "Stopped."
+    if key is not None and engine.stop(key, stopper, notice=notice):
+        return STOPPED
     if key is not None and engine.is_writing(key):
         return NOT_YOURS
     return NOTHING_TO_STOP
@@ -56,7 +63,9 @@ async def stop_command(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    await message.reply_text(_outcome(context, chat_key(update), _stopper(update)))
+    outcome = _outcome(context, chat_key(update), _stopper(update), notice=STOPPED)
+    if outcome != STOPPED:  # a stopped reply posts the confirmation below its own text
+        await message.reply_text(outcome)
 
 
 async def stop_button(update: Update, context: Context) -> None:
