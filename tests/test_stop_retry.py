@@ -136,27 +136,34 @@ async def test_retry_with_nothing_to_retry(
     assert ai.requests == []
 
 
+async def while_streaming(
+    tg: FakeTelegram, ai: FakeOpenAI, exchange: tuple[str, str], then: str, next_answer: str
+) -> list[str]:
+    """Asks `exchange[0]`, sends `then` while its answer `exchange[1]` streams slowly, and
+    returns what the chat shows once two messages have arrived."""
+    question, answer = exchange
+    ai.enqueue(Reply(answer, chunk_chars=2, delay_per_chunk=0.05), next_answer)
+    tg.send_text(ALICE, question, user_id=ALICE)
+    await tg.wait_for("sendMessageDraft")
+    send = tg.send_command if then.startswith("/") else tg.send_text
+    send(ALICE, then, user_id=ALICE)
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE, count=2)
+    return [tg.visible_text(c) for c in final_messages(tg, ALICE)]
+
+
 async def test_a_message_sent_while_a_reply_streams_is_answered_after_it(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:
-    ai.enqueue(Reply("First, slowly.", chunk_chars=2, delay_per_chunk=0.05), "Second.")
-    tg.send_text(ALICE, "one", user_id=ALICE)
-    await tg.wait_for("sendMessageDraft")
-    tg.send_text(ALICE, "two", user_id=ALICE)
-    await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE, count=2)
-    assert [tg.visible_text(c) for c in final_messages(tg, ALICE)] == ["First, slowly.", "Second."]
+    shown = await while_streaming(tg, ai, ("one", "First, slowly."), "two", "Second.")
+    assert shown == ["First, slowly.", "Second."]
     assert [m["content"] for m in ai.requests[1].messages[1:]] == ["one", "First, slowly.", "two"]
 
 
 async def test_reset_sent_while_a_reply_streams_waits_for_it_and_archives_it_too(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
 ) -> None:
-    ai.enqueue(Reply("Noted, slowly.", chunk_chars=2, delay_per_chunk=0.05), "Fresh.")
-    tg.send_text(ALICE, "my secret is swordfish", user_id=ALICE)
-    await tg.wait_for("sendMessageDraft")
-    tg.send_command(ALICE, "/reset", user_id=ALICE)
-    await tg.wait_for("sendMessage", lambda c: c.chat_id == ALICE, count=2)
-    answer, notice = [tg.visible_text(c) for c in final_messages(tg, ALICE)]
+    exchange = ("my secret is swordfish", "Noted, slowly.")
+    answer, notice = await while_streaming(tg, ai, exchange, "/reset", "Fresh.")
     assert answer == "Noted, slowly."
     assert "2 earlier messages archived" in notice
     await ask(tg, ALICE, "what is my secret?")
