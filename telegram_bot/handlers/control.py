@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 NOTHING_TO_STOP = "Nothing to stop: I'm not writing anything right now."
 NOT_YOURS = "Only the person who asked can stop this answer."
-
-
 STOPPED = "Stopped."
 
 
