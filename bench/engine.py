@@ -21,10 +21,10 @@ from typing import Any
 
 from telegram_bot import tokens
 from telegram_bot.config import Settings
-from telegram_bot.conversation import Conversation, Incoming
-from telegram_bot.llm import Completion
+from telegram_bot.engine.conversation import Conversation, Incoming
+from telegram_bot.llm.client import Completion
 from telegram_bot.models import Author, ChatKey, Status, Usage
-from telegram_bot.sqlite_store import SQLiteStore
+from telegram_bot.storage.sqlite.store import SQLiteStore
 
 MODEL = "gpt-4o-mini"
 ANSWER = "Sure - here is a short answer to that question, with a few words more."

@@ -257,7 +257,7 @@ def _migrate(db: Path) -> None:
     """Creates the schema with the bot's own migrations, in a private loop (we are in one)."""
     import threading
 
-    from telegram_bot.sqlite_store import SQLiteStore
+    from telegram_bot.storage.sqlite.store import SQLiteStore
 
     async def migrate() -> None:
         store = SQLiteStore(db)

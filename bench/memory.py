@@ -27,10 +27,10 @@ from pathlib import Path
 
 from telegram_bot import tokens
 from telegram_bot.config import Settings
-from telegram_bot.conversation import Conversation, Incoming
-from telegram_bot.llm import LLM
+from telegram_bot.engine.conversation import Conversation, Incoming
+from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
-from telegram_bot.sqlite_store import SQLiteStore
+from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes.openai import ChatRequest, FakeOpenAI
 
 CHAT = ChatKey(4242)

@@ -42,7 +42,7 @@ def use_uvloop() -> bool:
 def run_bot(settings: Settings) -> int:
     from telegram import Update
 
-    from .app import build_application, stop_gracefully_on_signals
+    from .telegram_adapter.app import build_application, stop_gracefully_on_signals
 
     if use_uvloop():
         log.debug("Event loop: uvloop")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings.log_level, (settings.telegram_bot_token, settings.openai_api_key))
     if args.command == "check":
-        from .personas import load_presets
+        from .engine.personas import load_presets
 
         try:
             load_presets(settings.personas_file, max_chars=settings.max_persona_chars)

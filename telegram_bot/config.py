@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .budget import context_window_for
 from .errors import ConfigError
+from .memory.budget import context_window_for
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TELEGRAM_DEFAULT_BASE_URL = "https://api.telegram.org/bot"

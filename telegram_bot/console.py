@@ -14,12 +14,12 @@ from typing import TextIO
 
 from . import tokens
 from .config import Settings
-from .conversation import Conversation, Incoming
+from .engine.conversation import Conversation, Incoming
 from .errors import BotError
-from .llm import LLM
-from .memory import describe
+from .llm.client import LLM
+from .memory.assembler import describe
 from .models import CONSOLE_CHAT, Author, Status
-from .store import open_sqlite
+from .storage import open_sqlite
 
 COMMANDS = (
     "/reset starts over, /retry answers the last question again, /memory shows what is kept, "

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from telegram_bot.app import BotApp, build_application
 from telegram_bot.config import Settings
-from telegram_bot.handlers.sender import TelegramReply
+from telegram_bot.telegram_adapter.app import BotApp, build_application
+from telegram_bot.telegram_adapter.sender import TelegramReply
 
 TOKEN = "123456789:TEST-token-abcdefghijklmnop"
 API_KEY = "sk-test-0123456789abcdefSECRET"

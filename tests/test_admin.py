@@ -145,7 +145,7 @@ async def test_a_user_outside_the_allowlist_gets_their_id_and_nothing_else(
     db: Query,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="telegram_bot.handlers.gate")
+    caplog.set_level(logging.DEBUG, logger="telegram_bot.telegram_adapter.handlers.gate")
     running = await bot_factory(allowed_user_ids=frozenset({ALICE})).start()
     try:
         tg.send_text(BOB, "hello?", user_id=BOB)

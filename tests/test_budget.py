@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telegram_bot import budget, tokens
-from telegram_bot.compaction import neutralise, plan_fold, summariser_messages, take_chunk
+from telegram_bot import tokens
 from telegram_bot.errors import PromptTooLong
-from telegram_bot.memory import Calibration, assemble, turn_cost, turn_message
+from telegram_bot.memory import budget
+from telegram_bot.memory.assembler import Calibration, assemble, turn_cost, turn_message
+from telegram_bot.memory.compaction import neutralise, plan_fold, summariser_messages, take_chunk
+from telegram_bot.memory.recall import query_words
 from telegram_bot.models import Author, ChatKey, Role, Turn
-from telegram_bot.recall import query_words
-from telegram_bot.sqlite_store import fts_query
+from telegram_bot.storage.sqlite.store import fts_query
 
 WORDS = ["apple", "Ana", "88231", "invoice", "the", "sister", "über", "日本語", "🙂", "x" * 30]
 WHEN = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)

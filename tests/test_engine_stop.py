@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from telegram_bot.conversation import Conversation, Incoming
+from telegram_bot.engine.conversation import Conversation, Incoming
 from telegram_bot.errors import ReplyInterrupted
-from telegram_bot.llm import LLM
+from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
-from telegram_bot.sqlite_store import SQLiteStore
+from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes import FakeOpenAI, Reply
 from tests.harness import eventually, make_settings
 

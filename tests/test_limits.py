@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from telegram_bot.config import Settings
-from telegram_bot.limits import RateWindow, daily_refusal, humanize, seconds_to_midnight
+from telegram_bot.engine.limits import RateWindow, daily_refusal, humanize, seconds_to_midnight
 
 
 class Clock:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from telegram_bot import tokens
-from telegram_bot.memory import RECALL_HEADER, SUMMARY_HEADER
+from telegram_bot.memory.assembler import RECALL_HEADER, SUMMARY_HEADER
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
-from telegram_bot.sqlite_store import SQLiteStore
+from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes import ChatRequest, Error, FakeOpenAI, FakeTelegram
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, BOB, ask, final_messages

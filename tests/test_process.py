@@ -182,7 +182,7 @@ async def test_a_stored_but_unanswered_message_delivered_again_is_answered_witho
     bot_factory: Callable[..., Any], tg: FakeTelegram, ai: FakeOpenAI, db: Query, db_path: Path
 ) -> None:
     from telegram_bot.models import ChatKey, NewTurn, Role
-    from telegram_bot.sqlite_store import SQLiteStore
+    from telegram_bot.storage.sqlite.store import SQLiteStore
 
     message = tg.make_message(ALICE, "asked just before the crash", user_id=ALICE)
     store = SQLiteStore(db_path)  # the state kill -9 left: question stored, no answer yet

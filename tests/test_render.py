@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from telegram_bot.render import MAX_MESSAGE_UTF16, Entity, Part, render, render_plain, utf16_len
+from telegram_bot.telegram_adapter.render import (
+    MAX_MESSAGE_UTF16,
+    Entity,
+    Part,
+    render,
+    render_plain,
+    utf16_len,
+)
 
 # Telegram's rules for entities sent with a message (Bot API "MessageEntity" docs + tdlib).
 STYLE = {"bold", "italic", "underline", "strikethrough", "spoiler"}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from telegram_bot import migrations
 from telegram_bot.models import (
     Author,
     Backlog,
@@ -25,8 +24,9 @@ from telegram_bot.models import (
     Usage,
     UsageTotals,
 )
-from telegram_bot.sqlite_store import SQLiteStore
-from telegram_bot.store import Store
+from telegram_bot.storage import Store
+from telegram_bot.storage.sqlite import migrations
+from telegram_bot.storage.sqlite.store import SQLiteStore
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda tmp: SQLiteStore(tmp / "bot.sqlite3"),

@@ -76,7 +76,8 @@ def test_a_local_model_loads_one_encoding_only() -> None:
     """A bot on a local model never pays for o200k_base's tables (48 MB), summaries included."""
     script = """
 from datetime import datetime, timezone
-from telegram_bot import compaction, tokens
+from telegram_bot import tokens
+from telegram_bot.memory import compaction
 from telegram_bot.models import Author, ChatKey, Role, Turn
 turn = Turn(id=1, chat=ChatKey(1), role=Role.USER, text="word " * 5000, tokens=5000,
             created_at=datetime.now(timezone.utc), author=Author(1, "Ann"))

@@ -14,7 +14,7 @@ import pytest
 from telegram import Bot
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from telegram_bot.transport import AiohttpRequest
+from telegram_bot.telegram_adapter.transport import AiohttpRequest
 from tests.fakes import FakeTelegram
 from tests.harness import TOKEN
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from telegram_bot.config import Settings
-from telegram_bot.limits import Limits
-from telegram_bot.sqlite_store import SQLiteStore
+from telegram_bot.engine.limits import Limits
+from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, BOB, ask

@@ -21,8 +21,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .migrations import migrate
-from .models import (
+from ...models import (
     Author,
     Backlog,
     Chat,
@@ -36,6 +35,7 @@ from .models import (
     Usage,
     UsageTotals,
 )
+from .migrations import migrate
 
 T = TypeVar("T")
 

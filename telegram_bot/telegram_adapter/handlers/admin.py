@@ -17,7 +17,7 @@ from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from ..personas import preset_named
+from ...engine.personas import preset_named
 from .group import command_argument
 
 if TYPE_CHECKING:

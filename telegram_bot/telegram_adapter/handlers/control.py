@@ -18,16 +18,16 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from ..errors import NothingToRetry, NotYourQuestion
-from ..models import ChatKey
+from ...errors import NothingToRetry, NotYourQuestion
+from ...models import ChatKey
 from .admin import is_manager
 from .chat import answer
 from .commands import chat_key
 
 if TYPE_CHECKING:
+    from ...engine.conversation import Reply
     from ..app import Context
-    from ..conversation import Reply
-    from .sender import TelegramReply
+    from ..sender import TelegramReply
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatType
 from telegram.error import ChatMigrated
 
-from ..conversation import Incoming, Reply
-from ..errors import BotError, InputTooLong, ModelError
-from ..models import Author, ChatKey
+from ...engine.conversation import Incoming, Reply
+from ...errors import BotError, InputTooLong, ModelError
+from ...models import Author, ChatKey
+from ..sender import ChatUnavailable, TelegramReply
 from .commands import chat_key
 from .group import author_of_message, redeliver_after_migration
 from .input import clean, text_of
-from .sender import ChatUnavailable, TelegramReply
 
 if TYPE_CHECKING:
     from ..app import Context

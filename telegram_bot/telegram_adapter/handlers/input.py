@@ -30,7 +30,7 @@ from telegram import (
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop, CommandHandler
 
-from ..errors import UnsupportedMessage
+from ...errors import UnsupportedMessage
 
 if TYPE_CHECKING:
     from ..app import Context

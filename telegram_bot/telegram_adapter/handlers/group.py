@@ -23,15 +23,15 @@ from telegram import Bot, ChatMember, ChatMemberRestricted, Message, MessageEnti
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 
-from .. import tokens
-from ..models import Author, ChatKey, NewTurn, Role
+from ... import tokens
+from ...models import Author, ChatKey, NewTurn, Role
+from ..sender import TelegramReply, Undelivered
 from .commands import chat_key
 from .input import clean, text_of
-from .sender import TelegramReply, Undelivered
 
 if TYPE_CHECKING:
+    from ...config import Settings
     from ..app import Context, Services
-    from ..config import Settings
 
 log = logging.getLogger(__name__)
 

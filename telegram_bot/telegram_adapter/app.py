@@ -29,14 +29,14 @@ from telegram.ext import (
     ExtBot,
 )
 
-from . import tokens
-from .access import Guard
-from .config import Settings
-from .conversation import Conversation
-from .limits import Limits
-from .llm import LLM
-from .locks import KeyedLocks
-from .store import Store, open_sqlite
+from .. import tokens
+from ..config import Settings
+from ..coordination.local import KeyedLocks
+from ..engine.access import Guard
+from ..engine.conversation import Conversation
+from ..engine.limits import Limits
+from ..llm.client import LLM
+from ..storage import Store, open_sqlite
 from .transport import AiohttpRequest
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,8 @@ def file_url(base_url: str) -> str:
 
 
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
+    from .flood import FloodWait
     from .handlers import register
-    from .handlers.flood import FloodWait
 
     store = store if store is not None else open_sqlite(settings.database_path)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)

@@ -31,7 +31,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from ..models import Status
-from ..render import Part, render
+from .render import Part, render
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from telegram import Update
 
-from ..limits import today
-from ..models import UsageTotals
+from ...engine.limits import today
+from ...models import UsageTotals
 
 if TYPE_CHECKING:
     from ..app import Context

@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .store import Store
+    from ..config import Settings
+    from ..storage import Store
 
 WINDOW = 60.0  # seconds: RATE_LIMIT_PER_MINUTE counts messages in a sliding minute
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SHIPPED_FILE = Path(__file__).with_name("personas.toml")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")

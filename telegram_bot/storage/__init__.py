@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from .models import Backlog, Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
+from ..models import Backlog, Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
 
 
 class Store(Protocol):
@@ -142,6 +142,6 @@ class Store(Protocol):
 
 
 def open_sqlite(path: Path) -> Store:
-    from .sqlite_store import SQLiteStore
+    from .sqlite.store import SQLiteStore
 
     return SQLiteStore(path)

@@ -22,14 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import budget, tokens
-from .errors import PromptTooLong
-from .models import ChatKey, Role, Status, Summary, Turn
+from .. import tokens
+from ..errors import PromptTooLong
+from ..models import ChatKey, Role, Status, Summary, Turn
+from . import budget
 from .recall import query_words
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .store import Store
+    from ..config import Settings
+    from ..storage import Store
 
 log = logging.getLogger(__name__)
 

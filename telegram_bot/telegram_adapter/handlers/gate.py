@@ -23,7 +23,7 @@ from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop
 
-from ..access import Verdict
+from ...engine.access import Verdict
 from .group import is_for_me
 
 if TYPE_CHECKING:

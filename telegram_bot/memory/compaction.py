@@ -21,16 +21,17 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import budget, tokens
-from .errors import ModelError
-from .limits import today
-from .memory import CUT_SHORT, Memory, Unfolded, speaker, turn_cost, turn_text
-from .models import ChatKey, NewSummary, Summary, Turn
+from .. import tokens
+from ..engine.limits import today
+from ..errors import ModelError
+from ..models import ChatKey, NewSummary, Summary, Turn
+from . import budget
+from .assembler import CUT_SHORT, Memory, Unfolded, speaker, turn_cost, turn_text
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .llm import LLM
-    from .store import Store
+    from ..config import Settings
+    from ..llm.client import LLM
+    from ..storage import Store
 
 log = logging.getLogger(__name__)
 

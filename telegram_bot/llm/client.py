@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import tokens
-from .errors import (
+from .. import tokens
+from ..errors import (
     ContextTooLong,
     EmptyCompletion,
     ModelAuthError,
@@ -30,12 +30,12 @@ from .errors import (
     ModelTimeout,
     ModelUnavailable,
 )
-from .models import Usage
+from ..models import Usage
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-    from .config import Settings
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from telegram import (
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from ..models import ChatKey
+from ...models import ChatKey
 
 if TYPE_CHECKING:
     from ..app import Context
@@ -137,8 +137,8 @@ async def memory(update: Update, context: Context) -> None:
     chat = update.effective_chat
     if message is None or chat is None:
         return
-    from ..memory import describe
-    from .sender import TelegramReply
+    from ...memory.assembler import describe
+    from ..sender import TelegramReply
 
     key = chat_key(update)
     status = await context.services.engine.memory_status(key)

@@ -28,24 +28,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import tokens
-from .compaction import Compactor
-from .errors import (
+from .. import tokens
+from ..coordination.local import KeyedLocks
+from ..errors import (
     ContextTooLong,
     ModelStreamInterrupted,
     NothingToRetry,
     NotYourQuestion,
     ReplyInterrupted,
 )
+from ..memory.assembler import Memory, MemoryStatus, Prompt, Unfolded, memory_status
+from ..memory.compaction import Compactor
+from ..models import Author, ChatKey, NewTurn, Role, Status, Turn, Usage
 from .limits import today
-from .locks import KeyedLocks
-from .memory import Memory, MemoryStatus, Prompt, Unfolded, memory_status
-from .models import Author, ChatKey, NewTurn, Role, Status, Turn, Usage
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .llm import LLM, Completion, OnText
-    from .store import Store
+    from ..config import Settings
+    from ..llm.client import LLM, Completion, OnText
+    from ..storage import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from telegram import Update
 from telegram.error import Forbidden, NetworkError, RetryAfter, TelegramError
 
-from ..errors import BotError
+from ...errors import BotError
 
 if TYPE_CHECKING:
     from ..app import Context
