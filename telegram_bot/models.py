@@ -102,6 +102,19 @@ class NewTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """A user's message as the store holds it after `add_user_turn` / `add_overheard`.
+
+    `created` is False when the message was already stored (Telegram delivered the update
+    again after a crash, or another replica took it first); `answered` is True when a reply to
+    it is stored, so the bot must not answer it again."""
+
+    id: int
+    created: bool = True
+    answered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Chat:
     key: ChatKey
     kind: str

@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..memory.assembler import Memory, MemoryStatus, Prompt, Unfolded, memory_status
 from ..memory.compaction import Compactor
-from ..models import Author, ChatKey, NewTurn, Role, Status, Turn, Usage
+from ..models import Author, ChatKey, NewTurn, Role, Status, StoredTurn, Turn, Usage
 from .limits import today
 
 if TYPE_CHECKING:
@@ -70,11 +70,6 @@ class Incoming:
     author: Author | None = None
     message_id: int | None = None
     chat_kind: str = "private"
-    # Set by a caller that already looked `message_id` up (the Telegram handler must, to skip
-    # a redelivered message that was answered): the stored turn's id, or None if not stored.
-    # Spares the engine the same lookup on the hot path.
-    stored_turn_id: int | None = None
-    looked_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +121,20 @@ class Conversation:
     async def persona(self, chat: ChatKey) -> str:
         return await self.store.get_persona(chat.chat_id) or self.settings.system_prompt
 
-    async def respond(self, incoming: Incoming, sink: ReplySink) -> Reply:
-        """Answers one user message; raises ModelError after storing whatever can be kept."""
+    async def respond(self, incoming: Incoming, sink: ReplySink) -> Reply | None:
+        """Answers one user message; raises ModelError after storing whatever can be kept.
+
+        None when the message was answered already (Telegram delivered it again)."""
         async with self._locks.hold(incoming.chat):
-            user_turn_id = await self._store_user_turn(incoming)
+            stored = await self._store_user_turn(incoming)
+            if stored.answered:
+                log.info(
+                    "chat=%s message %s was delivered again; already answered",
+                    incoming.chat,
+                    incoming.message_id,
+                )
+                return None
+            user_turn_id = stored.id
             persona = await self.persona(incoming.chat)
             progress = _Progress()
             reply = await self._generate(incoming, persona, sink, user_turn_id, progress=progress)
@@ -355,16 +360,11 @@ class Conversation:
         log.info("chat=%s reset: %d messages archived", chat, archived)
         return archived
 
-    async def _store_user_turn(self, incoming: Incoming) -> int:
-        if incoming.stored_turn_id is not None:
-            return incoming.stored_turn_id
-        if incoming.message_id is not None and not incoming.looked_up:
-            # Telegram redelivers an update the bot died before confirming: store it once.
-            known = await self.store.find_user_turn(incoming.chat, incoming.message_id)
-            if known is not None:
-                return known[0]
+    async def _store_user_turn(self, incoming: Incoming) -> StoredTurn:
+        """Stores the message, or finds it stored: Telegram delivers an update again when the
+        bot died before confirming it, and it is then stored once and answered at most once."""
         text = incoming.text
-        return await self.store.add_turn(
+        return await self.store.add_user_turn(
             NewTurn(
                 chat=incoming.chat,
                 role=Role.USER,

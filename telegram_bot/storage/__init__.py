@@ -12,7 +12,17 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from ..models import Backlog, Chat, ChatKey, NewSummary, NewTurn, Summary, Turn, UsageTotals
+from ..models import (
+    Backlog,
+    Chat,
+    ChatKey,
+    NewSummary,
+    NewTurn,
+    StoredTurn,
+    Summary,
+    Turn,
+    UsageTotals,
+)
 
 
 class Store(Protocol):
@@ -21,11 +31,16 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
-        """Stores one message durably (committed on return) and returns its id.
+    async def add_user_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> StoredTurn:
+        """Stores a user's message durably (committed on return), or finds it stored.
 
-        A user's message also marks the chat active again (`set_chat_active`): someone who
-        blocked the bot and now writes to it can be answered."""
+        Insert-or-get on the message's Telegram id (`turn.tg_message_id`, unique per chat):
+        Telegram delivers an update again when the bot died before confirming it, and with
+        several replicas two may race for it; exactly one stores it (`created`), every other
+        caller gets the same id and whether it was answered. A message without a Telegram id
+        (the console) is always stored. It also marks the chat active again
+        (`set_chat_active`): someone who blocked the bot and now writes to it can be answered.
+        """
 
     async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
         """The newest live (not archived, not failed) turns whose tokens fit, oldest first."""
@@ -43,8 +58,11 @@ class Store(Protocol):
 
     async def count_turns(self, chat: ChatKey, *, include_archived: bool = False) -> int: ...
 
-    async def add_overheard(self, turn: NewTurn, *, keep: int, chat_kind: str = "group") -> int:
-        """Stores a group message not addressed to the bot as context for the next one that is.
+    async def add_overheard(
+        self, turn: NewTurn, *, keep: int, chat_kind: str = "group"
+    ) -> StoredTurn:
+        """Stores a group message not addressed to the bot as context for the next one that is
+        (insert-or-get on its Telegram id, as `add_user_turn`).
 
         It joins the history like any user turn, but of the overheard messages after the chat's
         last addressed turn only the newest `keep` are kept; older ones are deleted.
@@ -92,13 +110,6 @@ class Store(Protocol):
         self, first_day: date, last_day: date, limit: int
     ) -> list[tuple[int, UsageTotals]]:
         """The chats that used the most tokens in those days, busiest first."""
-
-    async def find_user_turn(self, chat: ChatKey, tg_message_id: int) -> tuple[int, bool] | None:
-        """(id, answered) of the stored user turn for a Telegram message, if it is stored.
-
-        Telegram delivers an update again when the bot died before confirming it; this lets
-        the bot store such a message once and answer it at most once.
-        """
 
     async def last_exchange(self, chat: ChatKey) -> tuple[Turn, list[Turn]] | None:
         """The newest live user turn addressed to the bot (overheard group chatter is not a

@@ -30,6 +30,7 @@ from ...models import (
     NewTurn,
     Role,
     Status,
+    StoredTurn,
     Summary,
     Turn,
     Usage,
@@ -253,11 +254,25 @@ class SQLiteStore:
             return result
 
     async def add_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> int:
+        """Interim, for tests: stores any turn without the insert-or-get check."""
         now = time.time()
         row_id = await self._atomically(lambda db: _insert_turn(db, turn, chat_kind, now))
         if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
             raise RuntimeError("insert returned no row id")
         return row_id
+
+    async def add_user_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> StoredTurn:
+        # Interim: check then insert. To become one insert-or-get on a unique index.
+        if turn.tg_message_id is not None:
+            known = await self.find_user_turn(turn.chat, turn.tg_message_id)
+            if known is not None:
+                await self.set_chat_active(turn.chat.chat_id, True)
+                return StoredTurn(known[0], created=False, answered=known[1])
+        now = time.time()
+        row_id = await self._atomically(lambda db: _insert_turn(db, turn, chat_kind, now))
+        if row_id is None:  # pragma: no cover - sqlite always sets it for INSERT
+            raise RuntimeError("insert returned no row id")
+        return StoredTurn(row_id)
 
     async def add_reply(
         self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
@@ -330,7 +345,13 @@ class SQLiteStore:
         row = await self._row(sql, (chat.chat_id, chat.thread_id))
         return int(row[0]) if row else 0
 
-    async def add_overheard(self, turn: NewTurn, *, keep: int, chat_kind: str = "group") -> int:
+    async def add_overheard(
+        self, turn: NewTurn, *, keep: int, chat_kind: str = "group"
+    ) -> StoredTurn:
+        if turn.tg_message_id is not None:
+            known = await self.find_user_turn(turn.chat, turn.tg_message_id)
+            if known is not None:
+                return StoredTurn(known[0], created=False, answered=known[1])
         now = time.time()
         chat = (turn.chat.chat_id, turn.chat.thread_id)
         async with self._transaction() as db:
@@ -368,7 +389,7 @@ class SQLiteStore:
             )
         if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for INSERT
             raise RuntimeError("insert returned no row id")
-        return cursor.lastrowid
+        return StoredTurn(cursor.lastrowid)
 
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         # Every table keyed by chat id moves, including those later migrations add (summaries,

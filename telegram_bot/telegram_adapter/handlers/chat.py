@@ -61,7 +61,7 @@ async def answer(
     update: Update,
     context: Context,
     key: ChatKey,
-    produce: Callable[[TelegramReply], Awaitable[Reply]],
+    produce: Callable[[TelegramReply], Awaitable[Reply | None]],
 ) -> None:
     """Runs one reply into the chat; every failure ends as one line there and one in the log."""
     sink = reply_sink(update, context, key)
@@ -100,10 +100,6 @@ async def on_text(update: Update, context: Context, *, text: str | None = None) 
             f"{InputTooLong.user_message()} (limit: {services.settings.max_input_chars} characters)"
         )
         return
-    known = await services.store.find_user_turn(key, message.message_id)
-    if known is not None and known[1]:
-        log.info("chat=%s message %s was delivered again; already answered", key, message.id)
-        return
     author = author_of(update)
     refusal = await services.limits.check(author.user_id if author else None, chat.id)
     if refusal is not None:
@@ -115,15 +111,5 @@ async def on_text(update: Update, context: Context, *, text: str | None = None) 
         )
         await message.reply_text(refusal.message())
         return
-    if known is not None:  # stored before a restart: its insert cannot mark the chat active now
-        await services.store.set_chat_active(chat.id, True)
-    incoming = Incoming(
-        key,
-        text,
-        author,
-        message.message_id,
-        chat.type,
-        stored_turn_id=known[0] if known is not None else None,
-        looked_up=True,
-    )
+    incoming = Incoming(key, text, author, message.message_id, chat.type)
     await answer(update, context, key, lambda sink: services.engine.respond(incoming, sink))
