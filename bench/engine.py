@@ -21,7 +21,8 @@ from typing import Any
 
 from telegram_bot import tokens
 from telegram_bot.config import Settings
-from telegram_bot.engine.conversation import Conversation, Incoming
+from telegram_bot.engine.conversation import Conversation
+from telegram_bot.engine.turns import Incoming
 from telegram_bot.llm.client import Completion
 from telegram_bot.models import Author, ChatKey, Status, Usage
 from telegram_bot.storage.sqlite.store import SQLiteStore

@@ -17,7 +17,7 @@ from .config import Settings
 from .engine.conversation import Conversation, Incoming
 from .errors import BotError
 from .llm.client import LLM
-from .memory.assembler import describe
+from .memory.status import describe
 from .models import CONSOLE_CHAT, Author, Status
 from .storage import open_sqlite
 

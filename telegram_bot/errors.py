@@ -17,6 +17,10 @@ class BotError(Exception):
     def user_message(cls) -> str:
         return inspect.cleandoc(cls.__doc__ or BotError.__doc__ or "")
 
+    def describe(self) -> str:
+        """The line the user sees for this occurrence: the class's line, plus any detail."""
+        return self.user_message()
+
 
 class ConfigError(BotError):
     """The bot is not configured correctly. The owner has been told in the log."""
@@ -68,6 +72,25 @@ class EmptyCompletion(ModelError):
 
 class InputTooLong(BotError):
     """That message is too long for me to read. Please shorten it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"input over {limit} characters")
+        self.limit = limit
+
+    def describe(self) -> str:
+        return f"{self.user_message()} (limit: {self.limit} characters)"
+
+
+class LimitReached(BotError):
+    """You have reached a usage limit. Please try again later."""
+
+    def __init__(self, line: str, kind: str) -> None:
+        super().__init__(kind)
+        self.line = line  # says which limit, and when it resets
+        self.kind = kind
+
+    def describe(self) -> str:
+        return self.line
 
 
 class ReplyInterrupted(BotError):

@@ -12,8 +12,10 @@ import pytest
 from telegram_bot.engine.access import AdminCache, Policy, RefusalLimiter, Verdict
 from telegram_bot.engine.personas import load_presets
 from telegram_bot.errors import ConfigError
+from telegram_bot.telegram_adapter.addressing import strip_mentions
 from telegram_bot.telegram_adapter.handlers.commands import ADMIN, GROUP, PRIVATE, menu_for
-from telegram_bot.telegram_adapter.handlers.group import command_for, privacy_note, strip_mentions
+from telegram_bot.telegram_adapter.handlers.membership import privacy_note
+from telegram_bot.telegram_adapter.updates import command_for
 
 OWNER, ALICE, BOB = 1, 10, 20
 LISTED, OTHER = -100_1, -100_2
@@ -220,7 +222,7 @@ def test_mentions_are_found_by_utf16_offsets_and_only_for_this_bot() -> None:
 
     from telegram import Chat, Message, MessageEntity, User
 
-    from telegram_bot.telegram_adapter.handlers.group import mention_spans
+    from telegram_bot.telegram_adapter.addressing import mention_spans
 
     text = "😀 привет @other_bot и @Test_Bot, как дела? TestBot"
     utf16 = text.encode("utf-16-le")

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from telegram_bot import tokens
 from telegram_bot.errors import PromptTooLong
 from telegram_bot.memory import budget
-from telegram_bot.memory.assembler import Calibration, assemble, turn_cost, turn_message
+from telegram_bot.memory.calibration import Calibration
 from telegram_bot.memory.compaction import neutralise, plan_fold, summariser_messages, take_chunk
+from telegram_bot.memory.compose import assemble, turn_cost, turn_message
 from telegram_bot.memory.recall import query_words
 from telegram_bot.models import Author, ChatKey, Role, Turn
 from telegram_bot.storage.sqlite.store import fts_query

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from telegram_bot.engine.conversation import Conversation, Incoming
+from telegram_bot.coordination import StopOutcome
+from telegram_bot.engine.conversation import Conversation
+from telegram_bot.engine.turns import Incoming
 from telegram_bot.errors import ReplyInterrupted
 from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
@@ -53,12 +55,13 @@ async def test_in_a_group_only_the_asker_can_stop(engine: Conversation, ai: Fake
     asked = Incoming(GROUP, "write", Author(1, "Ann"), 10, "supergroup")
     task = asyncio.create_task(engine.respond(asked, sink))
     await eventually(lambda: sink.shown, bool)
-    assert not engine.stop(GROUP, by_user=2) and engine.is_writing(GROUP)
-    assert engine.stop(GROUP, by_user=1)
+    assert await engine.stop(GROUP, by_user=2) is StopOutcome.NOT_YOURS
+    assert await engine.stop(GROUP, by_user=1) is StopOutcome.STOPPED
     reply = await task
+    assert reply is not None
     assert reply.status is Status.STOPPED and LONG.startswith(reply.text)
     assert sink.finals == [(reply.text, Status.STOPPED)]
-    assert not engine.is_writing(GROUP) and engine.busy == 0
+    assert await engine.stop(GROUP) is StopOutcome.NOTHING and engine.busy == 0
 
 
 async def test_shutdown_interrupts_every_running_reply_as_partial(

@@ -400,3 +400,23 @@ async def test_a_stream_cut_in_a_group_leaves_the_partial_text_without_a_stop_bu
     last_markup = (edits[-1].params if edits else partial.params).get("reply_markup")
     assert not last_markup, "no Stop button left on a reply that has ended"
     assert "cut off" in tg.visible_text(notice)
+
+
+async def test_the_stop_button_stops_a_reply_in_a_supergroup_without_topics(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    # Outside forums Telegram puts every reply in its reply chain's thread: the bot's answer
+    # carries a message_thread_id (without is_topic_message), the question did not.
+    ai.enqueue(Reply("This answer goes on and on. " * 200, chunk_chars=6, delay_per_chunk=0.2))
+    asked = say(tg, ALICE, "@test_bot write an essay")
+    [streamed] = await tg.wait_for("sendMessage", lambda c: bool(c.params.get("reply_markup")))
+    assert streamed.result["message_thread_id"] == asked
+    assert "is_topic_message" not in streamed.result
+    buttons = streamed.params["reply_markup"]["inline_keyboard"][0]
+    tg.send_callback(
+        GROUP, streamed.result["message_id"], buttons[0]["callback_data"], user_id=ALICE
+    )
+    [answered] = await tg.wait_for("answerCallbackQuery")
+    assert answered.params.get("text") == "Stopped."
+    sql = "SELECT status FROM messages WHERE role = 'assistant'"
+    assert await eventually(lambda: db(sql), bool) == [("stopped",)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from telegram_bot.clock import seconds_to_midnight
 from telegram_bot.config import Settings
-from telegram_bot.engine.limits import RateWindow, daily_refusal, humanize, seconds_to_midnight
+from telegram_bot.coordination.local import SlidingWindow
+from telegram_bot.engine.limits import daily_refusal, humanize
 
 
 class Clock:
@@ -18,36 +20,25 @@ class Clock:
 
 def test_rate_window_allows_n_per_sliding_minute() -> None:
     clock = Clock()
-    window = RateWindow(3, clock)
-    assert [window.take(1) for _ in range(3)] == [None, None, None]
-    wait = window.take(1)
+    window = SlidingWindow(3, clock)
+    assert [window.take_now(1) for _ in range(3)] == [None, None, None]
+    wait = window.take_now(1)
     assert wait is not None and 59 < wait <= 60
-    assert window.take(2) is None, "another user has their own window"
+    assert window.take_now(2) is None, "another user has their own window"
     clock.now += 30
-    assert window.take(1) is not None, "refused messages do not count, but the window holds"
+    assert window.take_now(1) is not None, "refused messages do not count, but the window holds"
     clock.now += 30.1
-    assert window.take(1) is None
-
-
-def test_rate_window_gives_back_a_message_that_asked_nothing() -> None:
-    clock = Clock()
-    window = RateWindow(2, clock)
-    assert window.take(1) is None and window.take(1) is None
-    window.give_back(1)
-    assert window.take(1) is None, "the slot given back is free again"
-    assert window.take(1) is not None
-    window.give_back(7)  # a user never seen: nothing to give back, no error
-    assert window.take(7) is None
+    assert window.take_now(1) is None
 
 
 def test_rate_window_zero_means_unlimited_and_forgets_idle_users() -> None:
     clock = Clock()
-    assert all(RateWindow(0, clock).take(1) is None for _ in range(1000))
-    window = RateWindow(1, clock)
+    assert all(SlidingWindow(0, clock).take_now(1) is None for _ in range(1000))
+    window = SlidingWindow(1, clock)
     for user in range(2000):
-        window.take(user)
+        window.take_now(user)
     clock.now += 61
-    window.take(99_999)
+    window.take_now(99_999)
     assert len(window) < 10
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram_bot import tokens
-from telegram_bot.memory.assembler import RECALL_HEADER, SUMMARY_HEADER
+from telegram_bot.memory.compose import RECALL_HEADER, SUMMARY_HEADER
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes import ChatRequest, Error, FakeOpenAI, FakeTelegram

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from telegram_bot.config import Settings
+from telegram_bot.coordination.local import SlidingWindow
 from telegram_bot.engine.limits import Limits
 from telegram_bot.storage.sqlite.store import SQLiteStore
 from tests.fakes import FakeOpenAI, FakeTelegram
@@ -107,7 +108,8 @@ async def test_group_allowance_counts_everyone_in_the_group(tmp_path: Path) -> N
     store = SQLiteStore(tmp_path / "bot.sqlite3")
     await store.open()
     try:
-        limits = Limits(store, Settings(daily_token_limit_chat=100, owner_ids=frozenset({9})))
+        settings = Settings(daily_token_limit_chat=100, owner_ids=frozenset({9}))
+        limits = Limits(store, settings, SlidingWindow(0))
         today = datetime.now(UTC).date()
         await store.record_usage(-100, 1, today, 60, 10)
         assert await limits.check(2, -100) is None

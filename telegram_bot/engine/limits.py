@@ -1,38 +1,24 @@
 """Usage limits: messages per minute per user, tokens per day per user and per chat.
 
-The decisions are small pure pieces (`RateWindow`, `daily_refusal`) so they are tested alone;
-`Limits` puts them together with the store. The per-minute window lives in memory (a restart
-forgives one burst, which is harmless); the daily token totals come from the store's usage
-table, so they survive restarts. A day is a UTC day. Owners (`OWNER_IDS`) are exempt. A message
-over a limit is refused before anything is stored or sent to the model. Nothing here imports
-`telegram`.
+The decisions are small pure pieces (`daily_refusal`, `Refusal`) so they are tested alone;
+`Limits` puts them together with the store and the per-minute window (a coordination
+interface: in memory for one process, shared by replicas). The daily token totals come from
+the store's usage table, so they survive restarts. A day is a UTC day. Owners (`OWNER_IDS`) are
+exempt. The engine checks a message before anything is stored or sent to the model.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
+
+from ..clock import seconds_to_midnight, today
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..coordination import RateWindow
     from ..storage import Store
-
-WINDOW = 60.0  # seconds: RATE_LIMIT_PER_MINUTE counts messages in a sliding minute
-
-
-def today(now: datetime | None = None) -> date:
-    """The UTC day usage is booked on."""
-    return (now or datetime.now(UTC)).date()
-
-
-def seconds_to_midnight(now: datetime | None = None) -> float:
-    now = now or datetime.now(UTC)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-    return (midnight - now).total_seconds()
 
 
 def humanize(seconds: float) -> str:
@@ -69,45 +55,6 @@ class Refusal:
         )
 
 
-class RateWindow:
-    """At most `per_minute` messages per user in any sliding minute (0 = unlimited)."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._seen: dict[int, deque[float]] = {}
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def take(self, user_id: int) -> float | None:
-        """Counts one message; returns None if allowed, else seconds until a slot frees up."""
-        if self.per_minute <= 0:
-            return None
-        now = self._clock()
-        seen = self._seen.setdefault(user_id, deque())
-        while seen and seen[0] <= now - WINDOW:
-            seen.popleft()
-        if len(seen) >= self.per_minute:
-            return seen[0] + WINDOW - now
-        seen.append(now)
-        self._forget_idle(now)
-        return None
-
-    def give_back(self, user_id: int) -> None:
-        """Uncounts the user's latest message: it was refused before reaching the model."""
-        seen = self._seen.get(user_id)
-        if seen:
-            seen.pop()
-
-    def _forget_idle(self, now: float) -> None:
-        """Drops users with no message in the window, so the dict never grows without bound."""
-        if len(self._seen) < 1024:
-            return
-        for user_id in [u for u, s in self._seen.items() if not s or s[-1] <= now - WINDOW]:
-            del self._seen[user_id]
-
-
 def daily_refusal(
     used_by_user: int, used_by_chat: int, settings: Settings, now: datetime | None = None
 ) -> Refusal | None:
@@ -121,10 +68,10 @@ def daily_refusal(
 
 
 class Limits:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, rate: RateWindow) -> None:
         self.store = store
         self.settings = settings
-        self.rate = RateWindow(settings.rate_limit_per_minute)
+        self.rate = rate
 
     def is_owner(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.settings.owner_ids
@@ -149,13 +96,7 @@ class Limits:
                 return refusal
         if user_id is None:
             return None
-        wait = self.rate.take(user_id)
+        wait = await self.rate.take(user_id)
         if wait is not None:
             return Refusal("rate", s.rate_limit_per_minute, wait)
         return None
-
-    def refund(self, user_id: int | None) -> None:
-        """A message `check` counted turned out to ask nothing of the model (a /retry with
-        nothing to retry, or of someone else's question): it must not count against the user."""
-        if user_id is not None and not self.is_owner(user_id):
-            self.rate.give_back(user_id)

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import tokens
-from ..engine.limits import today
+from ..clock import today
 from ..errors import ModelError
 from ..models import ChatKey, NewSummary, Summary, Turn
 from . import budget
-from .assembler import CUT_SHORT, Memory, Unfolded, speaker, turn_cost, turn_text
+from .assembler import Memory
+from .compose import CUT_SHORT, Unfolded, speaker, turn_cost, turn_text
 
 if TYPE_CHECKING:
     from ..config import Settings

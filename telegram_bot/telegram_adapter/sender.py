@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +30,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from ..models import Status
+from .flood import retry_seconds, with_flood_wait
 from .render import Part, render
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ T = TypeVar("T")
 
 TYPING_DELAY = 0.4  # seconds of silence before "typing…" is worth a Bot API call
 TYPING_RENEW = 4.5  # Telegram shows a chat action for about five seconds
-MAX_FLOOD_WAITS = 3
 _draft_ids = itertools.count(1)
 
 
@@ -79,21 +78,6 @@ def halves(text: str) -> list[str]:
     cut = max(text.rfind("\n", 0, middle), text.rfind(" ", 0, middle))
     cut = cut if cut > middle // 2 else middle
     return [piece for piece in (text[:cut].strip(), text[cut:].strip()) if piece]
-
-
-async def with_flood_wait(call: Callable[[], Awaitable[T]]) -> T:
-    """Runs a Bot API call, waiting out flood control a few times before giving up."""
-    for attempt in itertools.count():
-        try:
-            return await call()
-        except RetryAfter as exc:
-            if attempt >= MAX_FLOOD_WAITS:
-                raise
-            delay = exc.retry_after
-            seconds = delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)
-            log.warning("Flood control: waiting %.1f s before retrying", seconds)
-            await asyncio.sleep(seconds)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class TelegramReply:
@@ -226,9 +210,7 @@ class TelegramReply:
             try:
                 await self._preview(self._latest)
             except RetryAfter as exc:
-                retry = exc.retry_after
-                seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else retry
-                self._next_show = self._flood_until = time.monotonic() + float(seconds)
+                self._next_show = self._flood_until = time.monotonic() + retry_seconds(exc)
             except TelegramError as exc:  # a preview is best effort; the final send reports
                 log.debug("Preview failed in chat %s: %s", self.chat_id, exc)
                 if isinstance(exc, ChatMigrated):
@@ -343,14 +325,14 @@ class TelegramReply:
         try:
             try:
                 if wait:
-                    await with_flood_wait(lambda: edit(part.text, entities_of(part)))
+                    await with_flood_wait(lambda: edit(part.text, entities_of(part)), "an edit")
                 else:
                     await edit(part.text, entities_of(part))
             except BadRequest as exc:
                 if "not modified" in str(exc).lower():
                     pass
                 elif is_parse_error(exc):
-                    await with_flood_wait(lambda: edit(part.plain, None))
+                    await with_flood_wait(lambda: edit(part.plain, None), "an edit")
                 else:
                     raise
         except TelegramError as exc:

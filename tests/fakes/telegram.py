@@ -581,6 +581,7 @@ class FakeTelegram(FakeServer):
             message.update(message_thread_id=message_thread_id, is_topic_message=True)
         if reply_to_message_id is not None:
             message["reply_to_message"] = self._quoted(chat_id, reply_to_message_id)
+            self._join_reply_thread(message, message["reply_to_message"])
         if forward_origin is not None:
             message["forward_origin"] = forward_origin
         message["text"] = text
@@ -701,6 +702,19 @@ class FakeTelegram(FakeServer):
             chat = objects.chat(chat_id, chat_type, title=title, is_forum=is_forum)
         self._chats[chat_id] = chat
         return chat
+
+    @staticmethod
+    def _join_reply_thread(message: dict[str, Any], replied: dict[str, Any]) -> None:
+        """In a supergroup without topics a reply belongs to its reply chain's thread: Telegram
+        sets `message_thread_id` to the chain's first message, without `is_topic_message`."""
+        chat = message["chat"]
+        if (
+            chat.get("type") != "supergroup"
+            or chat.get("is_forum")
+            or "message_thread_id" in message
+        ):
+            return
+        message["message_thread_id"] = replied.get("message_thread_id", replied["message_id"])
 
     @staticmethod
     def _default_sender(chat_id: int, chat: dict[str, Any]) -> int:
@@ -836,6 +850,7 @@ class FakeTelegram(FakeServer):
             message.update(message_thread_id=thread_id, is_topic_message=True)
         if reply_to is not None:
             message["reply_to_message"] = reply_to
+            self._join_reply_thread(message, reply_to)
         message["text"] = rendered.text
         _set_or_drop(message, "entities", rendered.entities)
         _set_or_drop(message, "reply_markup", _inline_markup(params.get("reply_markup")))

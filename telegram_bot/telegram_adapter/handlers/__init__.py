@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from telegram import Update
 from telegram.ext import (
     CallbackQueryHandler,
@@ -14,10 +12,9 @@ from telegram.ext import (
     filters,
 )
 
-from . import admin, chat, commands, control, errors, gate, group, input, usage
-
-if TYPE_CHECKING:
-    from ..app import BotApp
+from ..services import BotApp
+from ..sinks import STOP_DATA
+from . import admin, chat, commands, control, errors, gate, group, input, membership, usage
 
 
 def register(application: BotApp) -> None:
@@ -28,16 +25,14 @@ def register(application: BotApp) -> None:
     application.add_handler(TypeHandler(Update, gate.gate), group=-1)
     application.add_handler(CommandHandler("start", commands.start))
     application.add_handler(CommandHandler("help", commands.help_))
-    application.add_handler(CommandHandler("reset", commands.reset))
+    application.add_handler(CommandHandler("reset", admin.reset))
     application.add_handler(CommandHandler("ask", group.on_ask))
     application.add_handler(CommandHandler("persona", admin.persona))
     application.add_handler(CommandHandler("memory", commands.memory))
     application.add_handler(CommandHandler("stop", control.stop_command))
     application.add_handler(CommandHandler("retry", control.retry))
     application.add_handler(CommandHandler("usage", usage.usage))
-    application.add_handler(
-        CallbackQueryHandler(control.stop_button, pattern=f"^{chat.STOP_DATA}$")
-    )
+    application.add_handler(CallbackQueryHandler(control.stop_button, pattern=f"^{STOP_DATA}$"))
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, chat.on_text)
     )
@@ -46,9 +41,9 @@ def register(application: BotApp) -> None:
             filters.ChatType.GROUPS & filters.TEXT & ~filters.COMMAND, group.on_group_text
         )
     )
-    application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, group.on_migration))
+    application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, membership.on_migration))
     application.add_handler(
-        ChatMemberHandler(group.on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER)
+        ChatMemberHandler(membership.on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER)
     )
     application.add_handler(
         MessageHandler(

@@ -1,6 +1,7 @@
-"""/persona, and who may change a chat (the rules themselves live in `access.py`).
+"""/persona and /reset, and who may change a chat (the rules themselves live in
+`engine/access.py`).
 
-`/persona` shows the chat's persona to anyone; changing it (and /reset) is for the user in
+`/persona` shows the chat's persona to anyone; changing it and /reset are for the user in
 their private chat, a group's administrators and the owners. Group admins come from one
 getChatAdministrators call per group, cached (ADMIN_CACHE_SECONDS); an anonymous admin posting
 as the group counts as an admin. A persona is stored per chat as text, applies from the next
@@ -11,17 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
 from ...engine.personas import preset_named
-from .group import command_argument
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ...models import ChatKey
+from ..services import Context
+from ..updates import chat_key, command_argument
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,16 @@ PERSONA_USAGE = (
 def _in_group(message: Message) -> bool:
     """Quote the command in a group (several people talk), not in a private chat."""
     return message.chat.type != ChatType.PRIVATE
+
+
+async def reset(update: Update, context: Context) -> None:
+    message = update.effective_message
+    key = chat_key(update)
+    if message is None or key is None or not await may_manage(update, context):
+        return
+    archived = await context.services.engine.reset(key)
+    note = f" ({archived} earlier messages archived)" if archived else ""
+    await message.reply_text(f"Started a fresh conversation{note}. What's on your mind?")
 
 
 async def may_manage(update: Update, context: Context) -> bool:
@@ -102,9 +111,8 @@ async def persona(update: Update, context: Context) -> None:
     head = parts[0].lower() if parts else ""
     rest = parts[1].strip() if len(parts) > 1 else ""
     if not argument:
-        await message.reply_text(
-            await describe_persona(context, chat.id), do_quote=_in_group(message)
-        )
+        text = await describe_persona(context, chat_key(update) or ChatKey(chat.id))
+        await message.reply_text(text, do_quote=_in_group(message))
         return
     if head in ("list", "help") and not rest:
         text = list_presets(context) if head == "list" else PERSONA_USAGE
@@ -150,14 +158,15 @@ async def persona(update: Update, context: Context) -> None:
     )
 
 
-async def describe_persona(context: Context, chat_id: int) -> str:
+async def describe_persona(context: Context, key: ChatKey) -> str:
     services = context.services
-    stored = await services.store.get_persona(chat_id)
-    if stored is None:
-        label, text = "the default", services.settings.system_prompt
+    persona = await services.engine.persona(key)
+    text = persona.text
+    if not persona.chosen:
+        label = "the default"
     else:
-        preset = preset_named(services.guard.presets, stored)
-        label, text = (f"preset “{preset.name}”" if preset else "custom"), stored
+        preset = preset_named(services.guard.presets, text)
+        label = f"preset “{preset.name}”" if preset else "custom"
     if len(text) > SHOWN_CHARS:  # one Telegram message holds 4096 characters
         text = text[:SHOWN_CHARS].rstrip() + " …"
     return f"Persona ({label}):\n\n{text}\n\n{PERSONA_USAGE}"

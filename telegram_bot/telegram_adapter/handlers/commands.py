@@ -1,4 +1,4 @@
-"""/start, /help, /reset, /memory and the command menu.
+"""/start, /help, /memory and the command menu.
 
 The menu is one declarative table, `MENU`: each command names where it applies (private chats,
 every group member, group admins), and `publish_commands` registers each Telegram scope's list
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from telegram import (
     Bot,
@@ -24,10 +23,10 @@ from telegram import (
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from ...models import ChatKey
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ...memory.status import describe
+from ..services import Context
+from ..sinks import reply_sink
+from ..updates import chat_key
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +74,6 @@ def menu_for(scope: str) -> list[tuple[str, str]]:
 COMMANDS = tuple(menu_for(PRIVATE))
 
 
-def chat_key(update: Update) -> ChatKey:
-    message = update.effective_message
-    chat = update.effective_chat
-    if chat is None:
-        raise ValueError("update without a chat")
-    thread = message.message_thread_id if message and message.is_topic_message else 0
-    return ChatKey(chat.id, thread or 0)
-
-
 def help_text(private: bool = True) -> str:
     if private:
         lines = [f"/{name} — {description}" for name, description in COMMANDS]
@@ -119,37 +109,13 @@ async def help_(update: Update, context: Context) -> None:
         await update.effective_message.reply_text(help_text(_is_private(update)))
 
 
-async def reset(update: Update, context: Context) -> None:
-    message = update.effective_message
-    if message is None:
-        return
-    from .admin import may_manage
-
-    if not await may_manage(update, context):
-        return
-    archived = await context.services.engine.reset(chat_key(update))
-    note = f" ({archived} earlier messages archived)" if archived else ""
-    await message.reply_text(f"Started a fresh conversation{note}. What's on your mind?")
-
-
 async def memory(update: Update, context: Context) -> None:
     message = update.effective_message
-    chat = update.effective_chat
-    if message is None or chat is None:
-        return
-    from ...memory.assembler import describe
-    from ..sender import TelegramReply
-
     key = chat_key(update)
+    if message is None or key is None:
+        return
     status = await context.services.engine.memory_status(key)
-    sink = TelegramReply(
-        context.bot,
-        chat.id,
-        interval=context.services.settings.stream_edit_interval,
-        thread_id=key.thread_id or None,
-        reply_to=message.message_id,
-        private=False,
-    )
+    sink = reply_sink(context, key, reply_to=message.message_id)
     for part in split_plain(describe(status)):
         await sink.send_notice(part)
 

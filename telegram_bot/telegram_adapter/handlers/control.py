@@ -1,51 +1,46 @@
 """Stop and retry: the Stop button, /stop and /retry.
 
-The Stop button and /stop bypass the chat's queue (see `app.ordering_key`), so they reach the
-engine while the reply they stop is still streaming. In a group only the person who asked may
-stop a reply. /stop's confirmation is posted by the stopped reply itself, right below the text
-written so far (and before any message queued behind it); the button's is a toast. /retry
-waits its turn like any message, then answers the last question again; in a group only the
-person who asked it, or an admin, may retry it.
+The Stop button and /stop bypass the chat's queue (see `ordering.ordering_key`), so they reach
+the engine while the reply they stop is still streaming. In a group only the person who asked
+may stop a reply. /stop's confirmation is posted by the stopped reply itself, right below the
+text written so far (and before any message queued behind it); the button's is a toast.
+/retry waits its turn like any message, then answers the last question again; in a group only
+the person who asked it, or an admin, may retry it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from ...errors import NothingToRetry, NotYourQuestion
+from ...coordination import StopOutcome
 from ...models import ChatKey
+from ..replies import answer
+from ..services import Context
+from ..updates import chat_key
 from .admin import is_manager
-from .chat import answer
-from .commands import chat_key
-
-if TYPE_CHECKING:
-    from ...engine.conversation import Reply
-    from ..app import Context
-    from ..sender import TelegramReply
 
 log = logging.getLogger(__name__)
 
-NOTHING_TO_STOP = "Nothing to stop: I'm not writing anything right now."
-NOT_YOURS = "Only the person who asked can stop this answer."
 STOPPED = "Stopped."
+SAYS = {
+    StopOutcome.STOPPED: STOPPED,
+    StopOutcome.NOT_YOURS: "Only the person who asked can stop this answer.",
+    StopOutcome.NOTHING: "Nothing to stop: I'm not writing anything right now.",
+}
 
 
-def _outcome(
-    context: Context, key: ChatKey | None, stopper: int | None, notice: str | None = None
-) -> str:
-    """Stops the chat's running reply if `stopper` may; says what happened."""
-    engine = context.services.engine
-    if key is not None and engine.stop(key, stopper, notice=notice):
-        return STOPPED
-    if key is not None and engine.is_writing(key):
-        return NOT_YOURS
-    return NOTHING_TO_STOP
+async def _stop(
+    context: Context, key: ChatKey | None, update: Update, notice: str | None = None
+) -> StopOutcome:
+    """Stops the chat's running reply if the sender may."""
+    if key is None:
+        return StopOutcome.NOTHING
+    return await context.services.engine.stop(key, _stopper(update), notice=notice)
 
 
 def _stopper(update: Update) -> int | None:
@@ -61,51 +56,39 @@ async def stop_command(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None:
         return
-    outcome = _outcome(context, chat_key(update), _stopper(update), notice=STOPPED)
-    if outcome != STOPPED:  # a stopped reply posts the confirmation below its own text
-        await message.reply_text(outcome)
+    outcome = await _stop(context, chat_key(update), update, notice=STOPPED)
+    if outcome is not StopOutcome.STOPPED:  # a stopped reply posts "Stopped." below its text
+        await message.reply_text(SAYS[outcome])
 
 
 async def stop_button(update: Update, context: Context) -> None:
     query = update.callback_query
     if query is None:
         return
-    message = query.message
-    key = None
-    if message is not None:
-        thread = getattr(message, "message_thread_id", None) if message.is_accessible else None
-        key = ChatKey(message.chat.id, thread or 0)
-    outcome = _outcome(context, key, _stopper(update))
-    log.info("chat=%s Stop pressed: %s", key, outcome)
+    key = chat_key(update)
+    outcome = await _stop(context, key, update)
+    log.info("chat=%s Stop pressed: %s", key, outcome.value)
     try:
-        await query.answer(outcome)
+        await query.answer(SAYS[outcome])
     except TelegramError as exc:  # the answer is cosmetic; the stop already happened
         log.debug("Could not answer the Stop button: %s", exc)
 
 
 async def retry(update: Update, context: Context) -> None:
     message = update.effective_message
-    if message is None:
-        return
     key = chat_key(update)
-    user = update.effective_user
-    services = context.services
-    user_id = user.id if user else None
-    refusal = await services.limits.check(user_id, key.chat_id)
-    if refusal is not None:  # a retry costs as much as a question
-        await message.reply_text(refusal.message())
+    if message is None or key is None:
         return
-
-    async def produce(sink: TelegramReply) -> Reply:
-        try:
-            return await services.engine.retry(
-                key, sink, user_id, may_retry_others=_admin_check(update, context)
-            )
-        except (NothingToRetry, NotYourQuestion):
-            services.limits.refund(user_id)  # refused before the model: costs no slot
-            raise
-
-    await answer(update, context, key, produce)
+    user = update.effective_user
+    engine = context.services.engine
+    user_id = user.id if user else None
+    check = _admin_check(update, context)
+    await answer(
+        update,
+        context,
+        key,
+        lambda sink: engine.retry(key, sink, user_id, may_retry_others=check),
+    )
 
 
 def _admin_check(update: Update, context: Context) -> Callable[[], Awaitable[bool]] | None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.error import Forbidden, NetworkError, RetryAfter, TelegramError
 
 from ...errors import BotError
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ..services import Context
 
 log = logging.getLogger(__name__)
 

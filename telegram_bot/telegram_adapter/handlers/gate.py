@@ -16,7 +16,6 @@ reads the ids off the update and carries out the verdict:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from telegram import Update
 from telegram.constants import ChatMemberStatus, ChatType
@@ -24,10 +23,9 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop
 
 from ...engine.access import Verdict
-from .group import is_for_me
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ..addressing import is_for_me
+from ..migration import keep_allowed
+from ..services import Context
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +63,11 @@ async def gate(update: object, context: Context) -> None:
     if chat is None and user is None:
         return  # polls and the like: nothing to check, and nothing acts on them
     guard = context.services.guard
-    if message is not None and chat is not None:
-        _follow_migration(message.migrate_from_chat_id, chat.id, context)
-        _follow_migration(chat.id, message.migrate_to_chat_id, context)
+    if message is not None and chat is not None:  # before the verdict: the new id is allowed
+        if message.migrate_from_chat_id:
+            keep_allowed(context.services, message.migrate_from_chat_id, chat.id)
+        if message.migrate_to_chat_id:
+            keep_allowed(context.services, chat.id, message.migrate_to_chat_id)
     verdict = guard.policy.decide(
         chat_id=chat.id if chat else None, private=private, user_id=user_id
     )
@@ -123,15 +123,3 @@ async def _leave(update: Update, context: Context, chat_id: int) -> None:
     except TelegramError as exc:
         log.warning("chat=%s could not leave: %s", chat_id, exc)
     await services.store.set_chat_active(chat_id, False)
-
-
-def _follow_migration(old: int | None, new: int | None, context: Context) -> None:
-    """Keeps an allowed group allowed after it becomes a supergroup (with a new chat id)."""
-    if old and new and context.services.guard.follow_migration(old, new):
-        log.warning(
-            "Allowed group %s is now supergroup %s: add %s to ALLOWED_CHAT_IDS "
-            "(it is allowed until the next restart)",
-            old,
-            new,
-            new,
-        )

@@ -5,68 +5,21 @@
   already in the chat and in the history, and answering every typo fix would double the cost.
 - Stickers, GIFs, voice, photos, documents and other non-text messages get one polite line in
   a private chat saying what the bot reads; in groups they pass in silence.
-- Forwarded messages are treated as quoted text with their origin, so the model knows the
-  words are someone else's.
 - Unknown commands get a hint to /help (in groups only when addressed to this bot).
-- Control characters are removed from texts and names (zero-width joiners, which build
-  emoji, and right-to-left text are kept as they are).
 """
 
 from __future__ import annotations
 
 import logging
-import unicodedata
-from typing import TYPE_CHECKING
 
-from telegram import (
-    Message,
-    MessageOrigin,
-    MessageOriginChannel,
-    MessageOriginChat,
-    MessageOriginHiddenUser,
-    MessageOriginUser,
-    Update,
-)
+from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop, CommandHandler
 
 from ...errors import UnsupportedMessage
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ..services import Context
 
 log = logging.getLogger(__name__)
-
-_KEEP = frozenset("\n\t")
-
-
-def clean(text: str) -> str:
-    """Drops control characters (C0/C1, not newlines or tabs) and surrounding whitespace."""
-    if text.isprintable():
-        return text.strip()
-    return "".join(ch for ch in text if ch in _KEEP or unicodedata.category(ch) != "Cc").strip()
-
-
-def origin_name(origin: MessageOrigin) -> str:
-    if isinstance(origin, MessageOriginUser):
-        return clean(origin.sender_user.full_name) or "someone"
-    if isinstance(origin, MessageOriginHiddenUser):
-        return clean(origin.sender_user_name) or "someone"
-    if isinstance(origin, MessageOriginChat):
-        return clean(origin.sender_chat.title or "") or "a chat"
-    if isinstance(origin, MessageOriginChannel):
-        return clean(origin.chat.title or "") or "a channel"
-    return "someone"
-
-
-def text_of(message: Message) -> str:
-    """The text to answer: cleaned, and for a forward, quoted with where it came from."""
-    text = clean(message.text or "")
-    origin = message.forward_origin
-    if origin is None or not text:
-        return text
-    quoted = "\n".join(f"> {line}" for line in text.splitlines())
-    return f"Forwarded message from {origin_name(origin)}:\n{quoted}"
 
 
 async def gate(update: Update, context: Context) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from telegram import Update
 
-from ...engine.limits import today
+from ...clock import today
 from ...models import UsageTotals
-
-if TYPE_CHECKING:
-    from ..app import Context
+from ..services import Context
 
 TOP_CHATS = 5
 

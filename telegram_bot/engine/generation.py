@@ -1,0 +1,264 @@
+"""One reply: call the model within the window, stream it to the sink, store it however the
+call ends.
+
+The call runs as a task of its own, registered with `RunningReplies` (a coordination
+interface), so /stop, the Stop button or shutdown can cancel it, which closes the model's
+stream; the text so far is kept and stored as `stopped` or `partial`. A context-length error
+from the server raises the learned token factor and retries once with a squeezed prompt. The
+reply is stored once, when it is complete or cut short, together with what it cost
+(`Store.add_reply`), so the database never holds a half-written turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import tokens
+from ..clock import today
+from ..errors import ContextTooLong, ModelStreamInterrupted, ReplyInterrupted
+from ..memory.compose import Prompt, Unfolded
+from ..models import NewTurn, Role, Status, Turn, Usage
+from .turns import Incoming, Reply, ReplySink
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..coordination import RunningReplies
+    from ..llm.client import LLM, Completion, OnText
+    from ..memory.assembler import Memory
+    from ..storage import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a model call has produced so far: enough to store and book a reply cut short."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    unfolded: Unfolded | None = None  # the last prompt's view of the unsummarised turns
+
+    def unfolded_after(self, reply: Reply) -> Unfolded | None:
+        """The unsummarised turns once the reply is stored: the prompt's, plus the reply."""
+        if self.unfolded is None:
+            return None
+        return Unfolded(self.unfolded.summary, self.unfolded.tokens + reply.tokens)
+
+
+@dataclass(slots=True)
+class _StopRequest:
+    """Why a running call was stopped, and the line to post once its text is delivered."""
+
+    task: asyncio.Future[Any] | None = None
+    status: Status | None = None
+    notice: str | None = None
+
+    def __call__(self, status: Status, notice: str | None) -> None:
+        if self.status is not None:
+            return
+        self.status, self.notice = status, notice
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class ReplyWriter:
+    def __init__(
+        self,
+        store: Store,
+        llm: LLM,
+        settings: Settings,
+        memory: Memory,
+        replies: RunningReplies,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.settings = settings
+        self.memory = memory
+        self.replies = replies
+
+    async def write(
+        self,
+        incoming: Incoming,
+        persona: str,
+        sink: ReplySink,
+        user_turn_id: int,
+        replaces: Sequence[int] = (),
+        question: Turn | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> Reply:
+        """Calls the model and stores its reply, however the call ends."""
+        progress = progress or Progress()
+
+        def on_text(text: str) -> None:
+            progress.text = text
+            sink.partial(text)
+
+        def finish(text: str, status: Status) -> Awaitable[Reply]:
+            usage = self._estimate(progress.prompt_tokens, text)
+            return self._finish(
+                incoming, text, status, sink, user_turn_id, usage=usage, replaces=replaces
+            )
+
+        try:
+            completion = await self._stoppable(
+                incoming,
+                lambda: self._ask(incoming, persona, user_turn_id, on_text, progress, question),
+            )
+        except ModelStreamInterrupted as exc:
+            if exc.partial:
+                await finish(exc.partial, Status.PARTIAL)
+            raise
+        except asyncio.CancelledError:
+            if progress.text:
+                await finish(progress.text, Status.PARTIAL)
+            raise
+        except _Stopped as stop:
+            log.info(
+                "chat=%s reply %s after %d characters",
+                incoming.chat,
+                stop.status,
+                len(progress.text),
+            )
+            reply = Reply("", stop.status, Usage(), user_turn_id, None, None)
+            if progress.text:
+                reply = await finish(progress.text, stop.status)
+            if stop.notice:  # in the chat's turn: below the stopped text, before what is queued
+                await sink.send_notice(stop.notice)
+            if stop.status is Status.PARTIAL:
+                raise ReplyInterrupted() from None
+            return reply
+        return await self._finish(
+            incoming,
+            completion.text,
+            Status.COMPLETE,
+            sink,
+            user_turn_id,
+            usage=completion.usage,
+            model=completion.model,
+            replaces=replaces,
+        )
+
+    async def _ask(
+        self,
+        incoming: Incoming,
+        persona: str,
+        turn_id: int,
+        on_text: OnText,
+        progress: Progress,
+        question: Turn | None = None,
+    ) -> Completion:
+        """One model call within the window; on a context-length error (the server's tokenizer
+        counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
+        """
+        chat = incoming.chat
+        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id, question=question)
+        try:
+            return await self._call(incoming, prompt, on_text, progress)
+        except ContextTooLong:
+            log.warning(
+                "chat=%s context length exceeded at %d counted tokens; retrying smaller",
+                chat,
+                prompt.tokens,
+            )
+            await self.memory.overflowed(self.settings.openai_model)
+            # The raised factor also lowers the verbatim cap, so the compaction that follows
+            # the reply folds what this squeezed prompt had to leave out.
+            prompt = await self.memory.prompt(
+                chat, persona, squeeze=0.5, turn_id=turn_id, question=question
+            )
+            return await self._call(incoming, prompt, on_text, progress)
+
+    async def _call(
+        self, incoming: Incoming, prompt: Prompt, on_text: OnText, progress: Progress
+    ) -> Completion:
+        progress.prompt_tokens = prompt.tokens
+        progress.unfolded = prompt.unfolded
+        completion = await self.llm.chat(
+            prompt.messages,
+            max_tokens=self.memory.max_output_tokens,
+            stream=self.settings.streaming,
+            on_text=on_text,
+            label=str(incoming.chat),
+        )
+        if not completion.usage_estimated:
+            await self.memory.learn(
+                self.settings.openai_model, prompt.tokens, completion.usage.prompt_tokens
+            )
+        return completion
+
+    async def _stoppable(
+        self, incoming: Incoming, call: Callable[[], Awaitable[Completion]]
+    ) -> Completion:
+        """Runs the model call as its own task, registered so a stop can cancel it."""
+        author_id = incoming.author.user_id if incoming.author else None
+        request = _StopRequest()
+        await self.replies.begin(incoming.chat, author_id, request)
+        try:
+            request.task = task = asyncio.ensure_future(call())
+            if request.status is not None:  # stopped before the call even started
+                task.cancel()
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if request.status is None or (current is not None and current.cancelling()):
+                raise
+            raise _Stopped(request.status, request.notice) from None
+        finally:
+            await self.replies.end(incoming.chat)
+
+    def _estimate(self, prompt_tokens: int, text: str) -> Usage:
+        """Tokens of a call that ended early (the server's count never arrived)."""
+        return Usage(prompt_tokens, tokens.count_text(text, self.settings.openai_model))
+
+    async def _finish(
+        self,
+        incoming: Incoming,
+        text: str,
+        status: Status,
+        sink: ReplySink,
+        user_turn_id: int,
+        *,
+        usage: Usage | None = None,
+        model: str | None = None,
+        replaces: Sequence[int] = (),
+    ) -> Reply:
+        """Delivers the reply, then stores it once, even when delivery fails."""
+        message_id: int | None = None
+        try:
+            message_id = await sink.final(text, status)
+        finally:
+            count = tokens.count_message(text, self.settings.openai_model)
+            author_id = incoming.author.user_id if incoming.author else None
+            turn_id = await self.store.add_reply(
+                NewTurn(
+                    chat=incoming.chat,
+                    role=Role.ASSISTANT,
+                    text=text,
+                    tokens=count,
+                    status=status,
+                    tg_message_id=message_id,
+                    reply_to=user_turn_id,
+                    model=model,
+                    usage=usage or Usage(),
+                ),
+                user_id=author_id,
+                day=today(),
+                chat_kind=incoming.chat_kind,
+            )
+            if replaces:
+                await self.store.supersede(replaces, turn_id)
+        return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
+
+
+class _Stopped(Exception):
+    """Internal: the model call was stopped on purpose (status says why)."""
+
+    def __init__(self, status: Status, notice: str | None = None) -> None:
+        super().__init__(status.value)
+        self.status = status
+        self.notice = notice

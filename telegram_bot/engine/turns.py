@@ -1,0 +1,51 @@
+"""What goes into the engine and what comes out of it, whatever the platform (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..models import Author, ChatKey, Status, Usage
+
+
+class ReplySink(Protocol):
+    """Where a reply goes: a Telegram chat, a terminal, a test."""
+
+    def partial(self, text: str) -> None:
+        """The reply so far; called often, must not block (throttling is the sink's job)."""
+
+    async def final(self, text: str, status: Status) -> int | None:
+        """Delivers the finished (or cut-short) reply; returns the platform's message id."""
+
+    async def send_notice(self, text: str) -> None:
+        """A short line after the reply (an error, or the confirmation of a stop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A user's message for the engine: the platform's own types stay in its adapter."""
+
+    chat: ChatKey
+    text: str
+    author: Author | None = None
+    message_id: int | None = None  # the platform's id: a redelivered message is stored once
+    chat_kind: str = "private"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    status: Status
+    usage: Usage
+    user_turn_id: int
+    turn_id: int | None
+    message_id: int | None
+    tokens: int = 0  # the stored reply's token count (0 when nothing was stored)
+
+
+@dataclass(frozen=True, slots=True)
+class Persona:
+    """A chat's system prompt, and whether the chat chose it (else SYSTEM_PROMPT)."""
+
+    text: str
+    chosen: bool

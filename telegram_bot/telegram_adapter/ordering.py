@@ -1,0 +1,70 @@
+"""Which updates wait for which: in order within a chat, concurrently across chats, and a
+bounded number at once (MAX_CONCURRENT_UPDATES bounds memory on a Raspberry Pi)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import Any
+
+from telegram import Update
+from telegram.ext import BaseUpdateProcessor
+
+from ..coordination.local import KeyedLocks
+from ..models import ChatKey
+from .updates import chat_key, is_stop_command
+
+
+def ordering_key(update: object) -> ChatKey | None:
+    """The conversation (chat, forum topic) whose updates must run in order; None runs at once.
+
+    A Stop button press or /stop must not wait behind the very reply it is meant to stop.
+    """
+    if not isinstance(update, Update) or update.callback_query is not None:
+        return None
+    message = update.effective_message
+    if message is not None and message.text and is_stop_command(message.text):
+        return None
+    return chat_key(update)
+
+
+class ChatOrderedProcessor(BaseUpdateProcessor):
+    """Runs updates concurrently across chats, in order within a chat, and at most
+    `max_concurrent_updates` of them at once.
+
+    python-telegram-bot's `process_update` (final) takes its semaphore *before*
+    `do_process_update`, so an update waiting for its chat's turn would hold a slot: a backlog
+    in one busy chat behind a slow reply could take every slot and starve all other chats. So
+    the semaphore the library holds admits every update (`ADMIT_ALL`; it still creates one task
+    per update, as it always does), and the limit is a semaphore of our own, taken only once the
+    update's turn in its chat has come. A waiting update holds nothing but its place in its
+    chat's queue, and each chat has at most one update waiting for a slot (first come, first
+    served). Updates with no chat order (the Stop button, /stop, updates without a chat) are
+    control traffic and never call the model: they wait for neither, so a /stop is never stuck
+    behind the very replies it could end.
+    """
+
+    ADMIT_ALL = sys.maxsize
+
+    def __init__(self, max_concurrent_updates: int) -> None:
+        if max_concurrent_updates < 1:
+            raise ValueError("max_concurrent_updates must be a positive integer")
+        super().__init__(self.ADMIT_ALL)
+        self.limit = max_concurrent_updates
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
+        self._chats = KeyedLocks()
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        key = ordering_key(update)
+        if key is None:
+            await coroutine
+            return
+        async with self._chats.hold(key), self._slots:
+            await coroutine
+
+    async def initialize(self) -> None:
+        """Nothing to set up: locks are created on demand."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release: locks vanish when idle."""
