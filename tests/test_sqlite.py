@@ -16,7 +16,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from telegram_bot.config import Settings
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role, StoredTurn
+from telegram_bot.storage import open_store
 from telegram_bot.storage.sqlite import migrations
 from telegram_bot.storage.sqlite.connection import run_on_connection_thread
 from telegram_bot.storage.sqlite.store import SQLiteStore
@@ -42,6 +44,14 @@ async def migrated_to(path: Path, count: int) -> aiosqlite.Connection:
 def query(path: Path, sql: str) -> list[tuple[object, ...]]:
     with closing(sqlite3.connect(path)) as db:
         return list(db.execute(sql))
+
+
+async def test_open_store_opens_the_database_the_settings_name(tmp_path: Path) -> None:
+    store = open_store(Settings(database_path=tmp_path / "data" / "bot.sqlite3"))
+    await store.open()
+    await store.add_user_turn(said("hello"))
+    await store.close()
+    assert query(tmp_path / "data" / "bot.sqlite3", "SELECT text FROM messages") == [("hello",)]
 
 
 async def test_data_survives_reopening(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from pathlib import Path
 from typing import Protocol
 
+from ..config import Settings
 from ..models import (
     Backlog,
     ChatKey,
@@ -154,7 +154,10 @@ class Store(Protocol):
         """Stores a model's learned correction factor, replacing the previous one."""
 
 
-def open_sqlite(path: Path) -> Store:
+def open_store(settings: Settings) -> Store:
+    """The store the settings name, not yet open: SQLite at `settings.database_path` (a
+    PostgreSQL store will be chosen by a database URL)."""
+    # A backend's modules load only when it is chosen (PostgreSQL's driver is an optional extra).
     from .sqlite.store import SQLiteStore
 
-    return SQLiteStore(path)
+    return SQLiteStore(settings.database_path)

@@ -36,7 +36,7 @@ from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..engine.limits import Limits
 from ..llm.client import LLM
-from ..storage import Store, open_sqlite
+from ..storage import Store, open_store
 from .transport import AiohttpRequest
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     from .flood import FloodWait
     from .handlers import register
 
-    store = store if store is not None else open_sqlite(settings.database_path)
+    store = store if store is not None else open_store(settings)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
     llm = LLM(settings)
     guard = Guard.from_settings(settings)
