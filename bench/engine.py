@@ -25,7 +25,7 @@ from telegram_bot.engine.conversation import Conversation
 from telegram_bot.engine.turns import Incoming
 from telegram_bot.llm.client import Completion
 from telegram_bot.models import Author, ChatKey, Status, Usage
-from telegram_bot.storage.sqlite.store import SQLiteStore
+from telegram_bot.storage import open_store
 
 MODEL = "gpt-4o-mini"
 ANSWER = "Sure - here is a short answer to that question, with a few words more."
@@ -70,7 +70,7 @@ async def probe(chats: int, messages: int) -> float:
         streaming=False,
     )
     tokens.warm(MODEL)
-    store = SQLiteStore(settings.database_path)
+    store = open_store(settings)
     await store.open()
     engine = Conversation(store, InstantModel(), settings)  # type: ignore[arg-type]
     message_ids = iter(range(1, 10**9))

@@ -31,7 +31,7 @@ from telegram_bot.engine.conversation import Conversation
 from telegram_bot.engine.turns import Incoming
 from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
-from telegram_bot.storage.sqlite.store import SQLiteStore
+from telegram_bot.storage import open_store
 from tests.fakes.openai import ChatRequest, FakeOpenAI
 
 CHAT = ChatKey(4242)
@@ -182,7 +182,7 @@ class Result:
 
 
 async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts: int) -> Result:
-    store = SQLiteStore(settings.database_path)
+    store = open_store(settings)
     await store.open()
     llm = LLM(settings)
     engine = Conversation(store, llm, settings)

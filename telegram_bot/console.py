@@ -19,7 +19,7 @@ from .errors import BotError
 from .llm.client import LLM
 from .memory.status import describe
 from .models import CONSOLE_CHAT, Author, Status
-from .storage import open_sqlite
+from .storage import open_store
 
 COMMANDS = (
     "/reset starts over, /retry answers the last question again, /memory shows what is kept, "
@@ -54,7 +54,7 @@ async def run_console(
     settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
 ) -> int:
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
-    store = open_sqlite(settings.database_path)
+    store = open_store(settings)
     await store.open()
     llm = LLM(settings)
     engine = Conversation(store, llm, settings)

@@ -115,14 +115,6 @@ class StoredTurn:
 
 
 @dataclass(frozen=True, slots=True)
-class Chat:
-    key: ChatKey
-    kind: str
-    title: str | None
-    active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class Summary:
     """The rolling summary of a conversation's earlier messages (ids first..last)."""
 

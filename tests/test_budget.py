@@ -17,7 +17,7 @@ from telegram_bot.memory.compaction import neutralise, plan_fold, summariser_mes
 from telegram_bot.memory.compose import assemble, turn_cost, turn_message
 from telegram_bot.memory.recall import query_words
 from telegram_bot.models import Author, ChatKey, Role, Turn
-from telegram_bot.storage.sqlite.store import fts_query
+from telegram_bot.storage.sqlite.rows import fts_query
 
 WORDS = ["apple", "Ana", "88231", "invoice", "the", "sister", "über", "日本語", "🙂", "x" * 30]
 WHEN = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)

@@ -14,7 +14,7 @@ from telegram_bot.engine.turns import Incoming
 from telegram_bot.errors import ReplyInterrupted
 from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
-from telegram_bot.storage.sqlite.store import SQLiteStore
+from telegram_bot.storage import open_store
 from tests.fakes import FakeOpenAI, Reply
 from tests.harness import eventually, make_settings
 
@@ -41,7 +41,7 @@ class Sink:
 @pytest.fixture
 async def engine(ai: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Conversation]:
     settings = make_settings("http://127.0.0.1:9/bot", ai.base_url, tmp_path / "bot.sqlite3")
-    store = SQLiteStore(settings.database_path)
+    store = open_store(settings)
     await store.open()
     llm = LLM(settings)
     yield Conversation(store, llm, settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,13 @@ async def seed(
     await store.open()
     ids = []
     for i, text in enumerate(texts):
-        role = Role.USER if i % 2 == 0 else Role.ASSISTANT
-        author = Author(chat.chat_id, "Alice") if role is Role.USER else None
-        ids.append(
-            await store.add_turn(
-                NewTurn(chat, role, text, tokens.count_message(text, model), author=author)
-            )
-        )
+        count = tokens.count_message(text, model)
+        if i % 2 == 0:
+            turn = NewTurn(chat, Role.USER, text, count, author=Author(chat.chat_id, "Alice"))
+            ids.append((await store.add_user_turn(turn)).id)
+        else:
+            turn = NewTurn(chat, Role.ASSISTANT, text, count, reply_to=ids[-1])
+            ids.append(await store.add_reply(turn, user_id=None, day=date.today()))
     await store.close()
     return ids
 

@@ -187,7 +187,7 @@ async def test_a_stored_but_unanswered_message_delivered_again_is_answered_witho
     message = tg.make_message(ALICE, "asked just before the crash", user_id=ALICE)
     store = SQLiteStore(db_path)  # the state kill -9 left: question stored, no answer yet
     await store.open()
-    await store.add_turn(
+    await store.add_user_turn(
         NewTurn(ChatKey(ALICE), Role.USER, message["text"], 7, tg_message_id=message["message_id"])
     )
     await store.close()

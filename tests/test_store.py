@@ -1,15 +1,19 @@
 """The storage contract, run against every backend (today: SQLite).
 
-A second backend (PostgreSQL for webhook replicas) joins by adding one entry to `BACKENDS`; it
-then has to pass exactly these tests.
+A second backend (PostgreSQL for webhook replicas) joins by adding one entry to `BACKENDS`: a
+store and a `Peek` at its data; it then has to pass exactly these tests. The tests use the
+`Store` API, and a `Peek` only for what the API does not show (archived rows, a chat's row).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from datetime import date
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -21,77 +25,147 @@ from telegram_bot.models import (
     NewTurn,
     Role,
     Status,
+    StoredTurn,
     Usage,
     UsageTotals,
 )
 from telegram_bot.storage import Store
-from telegram_bot.storage.sqlite import migrations
 from telegram_bot.storage.sqlite.store import SQLiteStore
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp: SQLiteStore(tmp / "bot.sqlite3"),
-}
 
-CHAT = ChatKey(42)
+class Peek(Protocol):
+    """Reads a backend's data beneath the `Store` API, as its owner would with the database's
+    own shell."""
+
+    async def messages(self, chat: ChatKey) -> list[tuple[str, bool]]:
+        """Every stored message of the conversation, archived or not: (text, archived), oldest
+        first."""
+
+    async def chat(self, chat: ChatKey) -> tuple[str, bool] | None:
+        """The conversation's chat row: (kind, active)."""
+
+
+class SQLitePeek:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(self.path)) as db:
+            return list(db.execute(sql, params))
+
+    async def messages(self, chat: ChatKey) -> list[tuple[str, bool]]:
+        sql = "SELECT text, archived FROM messages WHERE chat_id = ? AND thread_id = ? ORDER BY id"
+        return [(text, bool(archived)) for text, archived in self._query(sql, chat_key(chat))]
+
+    async def chat(self, chat: ChatKey) -> tuple[str, bool] | None:
+        sql = "SELECT kind, active FROM chats WHERE chat_id = ? AND thread_id = ?"
+        rows = self._query(sql, chat_key(chat))
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
+
+def chat_key(chat: ChatKey) -> tuple[int, int]:
+    return (chat.chat_id, chat.thread_id)
+
+
+def sqlite_backend(tmp: Path) -> tuple[Store, Peek]:
+    path = tmp / "bot.sqlite3"
+    return SQLiteStore(path), SQLitePeek(path)
+
+
+BACKENDS: dict[str, Callable[[Path], tuple[Store, Peek]]] = {"sqlite": sqlite_backend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = BACKENDS[request.param](tmp_path)
-    await backend.open()
-    yield backend
-    await backend.close()
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Peek]]:
+    store, peek = BACKENDS[request.param](tmp_path)
+    await store.open()
+    yield store, peek
+    await store.close()
 
 
-def turn(text: str, role: Role = Role.USER, chat: ChatKey = CHAT, tokens: int = 10) -> NewTurn:
-    return NewTurn(chat=chat, role=role, text=text, tokens=tokens, author=Author(7, "Ann"))
+@pytest.fixture
+def store(backend: tuple[Store, Peek]) -> Store:
+    return backend[0]
+
+
+@pytest.fixture
+def peek(backend: tuple[Store, Peek]) -> Peek:
+    return backend[1]
+
+
+CHAT = ChatKey(42)
+GROUP = ChatKey(-500)
+ANN = Author(7, "Ann")
+DAY = date(2026, 3, 14)
+NEXT_DAY = date(2026, 3, 15)
+
+
+def said(text: str, chat: ChatKey = CHAT, *, tokens: int = 10, tg: int | None = None) -> NewTurn:
+    """A user's message (`tg`: its Telegram id)."""
+    return NewTurn(chat, Role.USER, text, tokens, author=ANN, tg_message_id=tg)
+
+
+def overheard(text: str, chat: ChatKey = GROUP, *, tg: int | None = None) -> NewTurn:
+    return NewTurn(chat, Role.USER, text, 5, author=Author(8, "Bob"), tg_message_id=tg)
+
+
+async def ask(store: Store, text: str, chat: ChatKey = CHAT, *, tokens: int = 10) -> int:
+    """Stores a user's message; returns its id."""
+    return (await store.add_user_turn(said(text, chat, tokens=tokens))).id
+
+
+async def answer(
+    store: Store, text: str, chat: ChatKey = CHAT, *, reply_to: int | None = None, **fields: Any
+) -> int:
+    """Stores a reply (no usage booked); returns its id."""
+    reply = NewTurn(
+        chat, Role.ASSISTANT, text, fields.pop("tokens", 3), reply_to=reply_to, **fields
+    )
+    return await store.add_reply(reply, user_id=None, day=DAY)
+
+
+async def history(store: Store, chat: ChatKey = CHAT) -> list[str]:
+    """The texts of the conversation's live turns (nothing is summarised in these tests)."""
+    return [t.text for t in await store.unsummarised_turns(chat)]
 
 
 async def test_turns_come_back_in_order_with_their_fields(store: Store) -> None:
-    await store.add_turn(turn("hello"))
-    await store.add_turn(
-        NewTurn(CHAT, Role.ASSISTANT, "hi!", 4, usage=Usage(12, 3), model="m", tg_message_id=9)
-    )
-    turns = await store.recent_turns(CHAT, 1000)
+    await ask(store, "hello")
+    await answer(store, "hi!", tokens=4, usage=Usage(12, 3), model="m", tg_message_id=9)
+    turns = await store.unsummarised_turns(CHAT)
     assert [(t.role, t.text) for t in turns] == [(Role.USER, "hello"), (Role.ASSISTANT, "hi!")]
-    assert turns[0].author == Author(7, "Ann")
+    assert turns[0].author == ANN
     assert turns[1].tg_message_id == 9
     assert turns[1].status is Status.COMPLETE
 
 
-async def test_recent_turns_keep_the_newest_that_fit_the_budget(store: Store) -> None:
-    for i in range(10):
-        await store.add_turn(turn(f"m{i}", tokens=10))
-    turns = await store.recent_turns(CHAT, 35)
-    assert [t.text for t in turns] == ["m7", "m8", "m9"]
-
-
 async def test_chats_and_topics_never_mix(store: Store) -> None:
     topic = ChatKey(-100, 5)
-    await store.add_turn(turn("private"))
-    await store.add_turn(turn("group", chat=ChatKey(-100)))
-    await store.add_turn(turn("topic", chat=topic))
-    assert [t.text for t in await store.recent_turns(CHAT, 1000)] == ["private"]
-    assert [t.text for t in await store.recent_turns(ChatKey(-100), 1000)] == ["group"]
-    assert [t.text for t in await store.recent_turns(topic, 1000)] == ["topic"]
+    await ask(store, "private")
+    await ask(store, "group", ChatKey(-100))
+    await ask(store, "topic", topic)
+    assert await history(store) == ["private"]
+    assert await history(store, ChatKey(-100)) == ["group"]
+    assert await history(store, topic) == ["topic"]
 
 
-async def test_archive_hides_turns_without_deleting_them(store: Store) -> None:
-    await store.add_turn(turn("old"))
-    await store.add_turn(turn("older", role=Role.ASSISTANT))
+async def test_archive_hides_turns_without_deleting_them(store: Store, peek: Peek) -> None:
+    await ask(store, "old")
+    await answer(store, "older")
     assert await store.archive(CHAT) == 2
-    assert await store.recent_turns(CHAT, 1000) == []
-    assert await store.count_turns(CHAT) == 0
-    assert await store.count_turns(CHAT, include_archived=True) == 2
+    assert await history(store) == []
+    assert await peek.messages(CHAT) == [("old", True), ("older", True)]
 
 
-async def test_failed_turns_are_kept_but_never_replayed(store: Store) -> None:
-    await store.add_turn(turn("question"))
-    await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "half an ans", 3, status=Status.PARTIAL))
-    await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "", 3, status=Status.FAILED))
-    texts = [(t.text, t.status) for t in await store.recent_turns(CHAT, 1000)]
+async def test_failed_turns_are_kept_but_never_replayed(store: Store, peek: Peek) -> None:
+    await ask(store, "question")
+    await answer(store, "half an ans", status=Status.PARTIAL)
+    await answer(store, "", status=Status.FAILED)
+    texts = [(t.text, t.status) for t in await store.unsummarised_turns(CHAT)]
     assert texts == [("question", Status.COMPLETE), ("half an ans", Status.PARTIAL)]
-    assert await store.count_turns(CHAT) == 3
+    assert len(await peek.messages(CHAT)) == 3
 
 
 async def test_persona_is_stored_per_chat(store: Store) -> None:
@@ -104,73 +178,92 @@ async def test_persona_is_stored_per_chat(store: Store) -> None:
     assert await store.get_persona(2) == "You are a poet."
 
 
-async def test_chat_can_be_marked_inactive(store: Store) -> None:
-    await store.add_turn(turn("hi"), chat_kind="private")
-    chat = await store.get_chat(CHAT)
-    assert chat is not None and chat.active and chat.kind == "private"
+async def test_chat_can_be_marked_inactive(store: Store, peek: Peek) -> None:
+    question = await ask(store, "hi")
+    assert await peek.chat(CHAT) == ("private", True)
     await store.set_chat_active(CHAT.chat_id, False)
-    chat = await store.get_chat(CHAT)
-    assert chat is not None and not chat.active
-    await store.add_turn(turn("an answer", role=Role.ASSISTANT))
-    assert (chat := await store.get_chat(CHAT)) is not None and not chat.active
-    await store.add_turn(turn("I unblocked you"))  # a user writes: active again
-    assert (chat := await store.get_chat(CHAT)) is not None and chat.active
+    assert await peek.chat(CHAT) == ("private", False)
+    await answer(store, "an answer", reply_to=question)
+    assert await peek.chat(CHAT) == ("private", False), "a reply does not wake the chat"
+    await ask(store, "I unblocked you")  # a user writes: active again
+    assert await peek.chat(CHAT) == ("private", True)
 
 
-async def test_data_survives_reopening(tmp_path: Path) -> None:
-    first = SQLiteStore(tmp_path / "db.sqlite3")
-    await first.open()
-    await first.add_turn(turn("remember me"))
-    await first.close()
-    second = SQLiteStore(tmp_path / "db.sqlite3")
-    await second.open()
-    assert [t.text for t in await second.recent_turns(CHAT, 1000)] == ["remember me"]
-    await second.close()
-
-
-async def test_migrations_from_blank_database_are_recorded_once(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    for _ in range(2):  # opening twice must not re-apply anything
-        store = SQLiteStore(path)
-        await store.open()
-        await store.close()
-    with sqlite3.connect(path) as db:
-        names = [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY name")]
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert names == [m.__name__ for m in migrations.MIGRATIONS]
-    assert mode == "wal"
+async def test_a_redelivered_message_wakes_the_chat_too(store: Store, peek: Peek) -> None:
+    await store.add_user_turn(said("hi", tg=5))
+    await store.set_chat_active(CHAT.chat_id, False)
+    assert not (await store.add_user_turn(said("hi", tg=5))).created
+    assert await peek.chat(CHAT) == ("private", True)
 
 
 async def test_concurrent_writes_from_many_tasks_all_land(store: Store) -> None:
-    import asyncio
-
     chats = [ChatKey(i) for i in range(1, 51)]
-    await asyncio.gather(*(store.add_turn(turn(f"hello {c.chat_id}", chat=c)) for c in chats))
-    counts = await asyncio.gather(*(store.count_turns(c) for c in chats))
-    assert counts == [1] * 50
+    await asyncio.gather(*(ask(store, f"hello {c.chat_id}", c) for c in chats))
+    stored = await asyncio.gather(*(history(store, c) for c in chats))
+    assert stored == [[f"hello {c.chat_id}"] for c in chats]
 
 
-GROUP = ChatKey(-500)
+# -- insert-or-get: a user's message is stored once per Telegram id --------------------------
 
 
-def said(text: str, chat: ChatKey = GROUP, name: str = "Bob") -> NewTurn:
-    return NewTurn(chat=chat, role=Role.USER, text=text, tokens=5, author=Author(8, name))
+async def test_a_message_stored_twice_is_stored_once(store: Store, peek: Peek) -> None:
+    first = await store.add_user_turn(said("q", tg=5))
+    assert first.created and not first.answered
+    again = await store.add_user_turn(said("q", tg=5))
+    assert again == StoredTurn(first.id, created=False, answered=False)
+    assert await peek.messages(CHAT) == [("q", False)]
+    elsewhere = await store.add_user_turn(said("q", ChatKey(43), tg=5))
+    assert elsewhere.created and elsewhere.id != first.id, "Telegram ids are per chat"
+
+
+async def test_a_redelivered_message_is_answered_once_a_reply_is_stored(store: Store) -> None:
+    question = (await store.add_user_turn(said("q", tg=5))).id
+    await answer(store, "not a reply to it")
+    assert not (await store.add_user_turn(said("q", tg=5))).answered
+    await answer(store, "a", reply_to=question, status=Status.PARTIAL)
+    assert await store.add_user_turn(said("q", tg=5)) == StoredTurn(question, False, True)
+
+
+async def test_two_replicas_storing_the_same_message_create_it_once(
+    store: Store, peek: Peek
+) -> None:
+    results = await asyncio.gather(*(store.add_user_turn(said("q", tg=5)) for _ in range(2)))
+    assert sorted(r.created for r in results) == [False, True]
+    assert results[0].id == results[1].id
+    assert await peek.messages(CHAT) == [("q", False)]
+
+
+async def test_messages_without_a_telegram_id_are_always_stored(store: Store) -> None:
+    first = await store.add_user_turn(said("same text"))
+    second = await store.add_user_turn(said("same text"))
+    assert first.created and second.created and first.id != second.id
+    assert await history(store) == ["same text", "same text"]
+
+
+async def test_a_redelivered_overheard_message_is_stored_once(store: Store, peek: Peek) -> None:
+    first = await store.add_overheard(overheard("lunch?", tg=11), keep=5)
+    again = await store.add_overheard(overheard("lunch?", tg=11), keep=5)
+    assert first.created and again == StoredTurn(first.id, created=False)
+    assert await peek.messages(GROUP) == [("lunch?", False)]
+    addressed = await store.add_user_turn(said("lunch?", GROUP, tg=11))
+    assert not addressed.created and addressed.id == first.id
+
+
+# -- groups: overheard chatter, migration to a supergroup --------------------------------------
 
 
 async def test_overheard_messages_join_the_history_but_only_the_newest_are_kept(
     store: Store,
 ) -> None:
     for i in range(3):
-        await store.add_overheard(said(f"early {i}"), keep=2)
-    await store.add_turn(turn("@bot what about that?", chat=GROUP))
-    await store.add_turn(turn("An answer.", role=Role.ASSISTANT, chat=GROUP))
+        await store.add_overheard(overheard(f"early {i}"), keep=2)
+    question = await ask(store, "@bot what about that?", GROUP)
+    await answer(store, "An answer.", GROUP, reply_to=question)
     for i in range(5):
-        await store.add_overheard(said(f"late {i}"), keep=2)
-    texts = [t.text for t in await store.recent_turns(GROUP, 1000)]
+        await store.add_overheard(overheard(f"late {i}"), keep=2)
     # Chatter before the addressed turn was its context and stays; later chatter is trimmed
     # to the newest two; every message appears once, in the order it was said.
-    assert texts == [
+    assert await history(store, GROUP) == [
         "early 1",
         "early 2",
         "@bot what about that?",
@@ -178,34 +271,29 @@ async def test_overheard_messages_join_the_history_but_only_the_newest_are_kept(
         "late 3",
         "late 4",
     ]
-    assert (await store.recent_turns(GROUP, 1000))[0].author == Author(8, "Bob")
-    assert await store.recent_turns(ChatKey(-500, 7), 1000) == []
+    assert (await store.unsummarised_turns(GROUP))[0].author == Author(8, "Bob")
+    assert await history(store, ChatKey(-500, 7)) == []
 
 
-async def test_a_migrated_group_keeps_its_history_and_settings(store: Store) -> None:
+async def test_a_migrated_group_keeps_its_history_and_settings(store: Store, peek: Peek) -> None:
     new = ChatKey(-1_000_000_500)
-    await store.add_turn(
-        NewTurn(GROUP, Role.USER, "before migration", 10, tg_message_id=5), chat_kind="group"
-    )
-    await store.add_overheard(said("chatter"), keep=5)
-    await store.add_turn(turn("topic message", chat=ChatKey(GROUP.chat_id, 3)))
+    await store.add_user_turn(said("before migration", GROUP, tg=5), chat_kind="group")
+    await store.add_overheard(overheard("chatter"), keep=5)
+    await ask(store, "topic message", ChatKey(GROUP.chat_id, 3))
     await store.set_persona(GROUP.chat_id, "You are a pirate.", by_user=7)
     assert await store.move_chat(GROUP.chat_id, new.chat_id) == 3
-    assert [t.text for t in await store.recent_turns(new, 1000)] == [
-        "before migration",
-        "chatter",
-    ]
-    assert [t.chat for t in await store.recent_turns(ChatKey(new.chat_id, 3), 1000)] == [
+    assert await history(store, new) == ["before migration", "chatter"]
+    assert [t.chat for t in await store.unsummarised_turns(ChatKey(new.chat_id, 3))] == [
         ChatKey(new.chat_id, 3)
     ]
-    assert await store.recent_turns(GROUP, 1000) == []
+    assert await history(store, GROUP) == []
     assert await store.get_persona(new.chat_id) == "You are a pirate."
     assert await store.get_persona(GROUP.chat_id) is None
-    chat = await store.get_chat(new)
-    assert chat is not None and chat.kind == "group"
+    assert await peek.chat(new) == ("group", True)
+    assert await peek.chat(GROUP) is None
     assert await store.move_chat(GROUP.chat_id, new.chat_id) == 0, "a second move is a no-op"
     # The supergroup numbers its messages afresh: its message 5 is not the old group's 5.
-    assert await store.find_user_turn(new, 5) is None
+    assert (await store.add_user_turn(said("new 5", new, tg=5))).created
 
 
 async def test_moving_onto_a_chat_with_its_own_settings_keeps_the_newer(store: Store) -> None:
@@ -216,8 +304,7 @@ async def test_moving_onto_a_chat_with_its_own_settings_keeps_the_newer(store: S
     assert await store.get_persona(1) is None
 
 
-DAY = date(2026, 3, 14)
-NEXT_DAY = date(2026, 3, 15)
+# -- usage, retry ------------------------------------------------------------------------------
 
 
 async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
@@ -237,7 +324,7 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
 
 
 async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
-    question = await store.add_turn(NewTurn(CHAT, Role.USER, "question", 3, tg_message_id=5))
+    question = (await store.add_user_turn(said("question", tg=5))).id
     reply = NewTurn(
         CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, model="m", usage=Usage(100, 20)
     )
@@ -249,13 +336,8 @@ async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
     await store.add_reply(stopped, user_id=8, day=DAY)  # no tokens known: nothing booked
     assert await store.usage_totals(DAY, DAY, user_id=8) == UsageTotals()
     assert await store.usage_totals(DAY, DAY, chat_id=CHAT.chat_id) == UsageTotals(2, 200, 40)
-    assert [t.text for t in await store.recent_turns(CHAT, 100)] == [
-        "question",
-        "answer",
-        "answer",
-        "st",
-    ]
-    assert await store.find_user_turn(CHAT, 5) == (question, True)
+    assert await history(store) == ["question", "answer", "answer", "st"]
+    assert await store.add_user_turn(said("question", tg=5)) == StoredTurn(question, False, True)
 
 
 async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -> None:
@@ -269,45 +351,37 @@ async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -
 
 
 async def test_the_last_exchange_skips_overheard_chatter(store: Store) -> None:
-    question = await store.add_turn(turn("@bot a question", chat=GROUP))
-    answer = await store.add_turn(NewTurn(GROUP, Role.ASSISTANT, "an answer", 3, reply_to=question))
-    await store.add_overheard(said("lunch anyone?"), keep=5)
+    question = await ask(store, "@bot a question", GROUP)
+    reply = await answer(store, "an answer", GROUP, reply_to=question)
+    await store.add_overheard(overheard("lunch anyone?"), keep=5)
     exchange = await store.last_exchange(GROUP)
     assert exchange is not None
     asked, answers = exchange
-    assert asked.id == question and [a.id for a in answers] == [answer]
+    assert asked.id == question and [a.id for a in answers] == [reply]
 
 
-async def test_a_redelivered_message_is_found_with_its_answer_state(store: Store) -> None:
-    assert await store.find_user_turn(CHAT, 5) is None
-    question = await store.add_turn(NewTurn(CHAT, Role.USER, "q", 3, tg_message_id=5))
-    assert await store.find_user_turn(CHAT, 5) == (question, False)
-    assert await store.find_user_turn(ChatKey(42, 9), 5) is None, "another topic"
-    await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "a", 3, reply_to=question))
-    assert await store.find_user_turn(CHAT, 5) == (question, True)
-
-
-async def test_superseded_answers_leave_the_history_but_stay_stored(store: Store) -> None:
+async def test_superseded_answers_leave_the_history_but_stay_stored(
+    store: Store, peek: Peek
+) -> None:
     assert await store.last_exchange(CHAT) is None
-    await store.add_turn(turn("first"))
-    question = await store.add_turn(turn("second"))
-    old = await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "old answer", 3, reply_to=question))
+    await ask(store, "first")
+    question = await ask(store, "second")
+    old = await answer(store, "old answer", reply_to=question)
     exchange = await store.last_exchange(CHAT)
     assert exchange is not None
     asked, answers = exchange
     assert asked.id == question and [a.id for a in answers] == [old]
-    new = await store.add_turn(NewTurn(CHAT, Role.ASSISTANT, "new answer", 3, reply_to=question))
+    new = await answer(store, "new answer", reply_to=question)
     await store.supersede([old], new)
-    texts = [t.text for t in await store.recent_turns(CHAT, 1000)]
-    assert texts == ["first", "second", "new answer"]
-    assert await store.count_turns(CHAT, include_archived=True) == 4
+    assert await history(store) == ["first", "second", "new answer"]
+    assert ("old answer", True) in await peek.messages(CHAT)
 
 
 # -- memory: summaries and recall ------------------------------------------------------------
 
 
-async def test_saving_a_summary_marks_the_messages_it_covers(store: Store) -> None:
-    ids = [await store.add_turn(turn(f"m{i}")) for i in range(6)]
+async def test_saving_a_summary_marks_the_messages_it_covers(store: Store, peek: Peek) -> None:
+    ids = [await ask(store, f"m{i}") for i in range(6)]
     assert await store.current_summary(CHAT) is None
     first = await store.save_summary(
         NewSummary(CHAT, "Ann said m0..m2", 5, ids[0], ids[2], model="m", usage=Usage(90, 5))
@@ -317,9 +391,8 @@ async def test_saving_a_summary_marks_the_messages_it_covers(store: Store) -> No
         ids[2],
         3,
     )
-    assert [t.text for t in await store.unsummarised_turns(CHAT)] == ["m3", "m4", "m5"]
-    everything = await store.recent_turns(CHAT, 1000)
-    assert [t.text for t in everything][:1] == ["m0"], "nothing deleted"
+    assert await history(store) == ["m3", "m4", "m5"]
+    assert [text for text, _ in await peek.messages(CHAT)][:1] == ["m0"], "nothing deleted"
     second = await store.save_summary(NewSummary(CHAT, "m0..m4", 4, ids[3], ids[4]))
     assert (second.first_message_id, second.messages_covered) == (ids[0], 5)
     current = await store.current_summary(CHAT)
@@ -329,9 +402,9 @@ async def test_saving_a_summary_marks_the_messages_it_covers(store: Store) -> No
 
 async def test_unsummarised_turns_keep_the_newest_that_fit_and_always_one(store: Store) -> None:
     for i in range(5):
-        await store.add_turn(turn(f"m{i}", tokens=10))
+        await ask(store, f"m{i}", tokens=10)
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["m3", "m4"]
-    await store.add_turn(turn("huge", tokens=10_000))
+    await ask(store, "huge", tokens=10_000)
     assert [t.text for t in await store.unsummarised_turns(CHAT, 25)] == ["huge"]
 
 
@@ -340,7 +413,7 @@ async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
 ) -> None:
     empty = await store.backlog(CHAT, 25)
     assert empty == Backlog(None, [], True, first_id=None)
-    ids = [await store.add_turn(turn(f"m{i}", tokens=10)) for i in range(5)]
+    ids = [await ask(store, f"m{i}", tokens=10) for i in range(5)]
     everything = await store.backlog(CHAT, 1000)
     assert [t.text for t in everything.turns] == [f"m{i}" for i in range(5)]
     assert everything.complete and everything.summary is None
@@ -352,7 +425,7 @@ async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
     assert folded.summary is not None and folded.summary.text == "m0..m2"
     assert [t.text for t in folded.turns] == ["m3", "m4"] and folded.complete
     assert folded.first_id == ids[0], "summarised turns are still live (recall finds them)"
-    await store.add_turn(turn("huge", tokens=10_000))
+    await ask(store, "huge", tokens=10_000)
     huge = await store.backlog(CHAT, 25)
     assert [t.text for t in huge.turns] == ["huge"] and not huge.complete
     assert (await store.backlog(ChatKey(43), 25)).turns == [], "another chat's turns never count"
@@ -361,7 +434,7 @@ async def test_the_backlog_is_the_summary_and_the_unsummarised_turns_that_fit(
 
 
 async def test_a_reset_ends_the_summary_of_the_conversation(store: Store) -> None:
-    ids = [await store.add_turn(turn(f"m{i}")) for i in range(3)]
+    ids = [await ask(store, f"m{i}") for i in range(3)]
     await store.save_summary(NewSummary(CHAT, "old conversation", 3, ids[0], ids[1]))
     await store.archive(CHAT)
     assert await store.current_summary(CHAT) is None
@@ -371,17 +444,17 @@ async def test_a_reset_ends_the_summary_of_the_conversation(store: Store) -> Non
 async def test_search_finds_words_in_this_chat_only(store: Store) -> None:
     other = ChatKey(43)
     topic = ChatKey(42, 7)
-    fact = await store.add_turn(turn("My sister's name is Ana"))
-    await store.add_turn(turn("my sister Ana lives in Porto", chat=other))
-    await store.add_turn(turn("sister topic", chat=topic))
-    await store.add_turn(turn("the weather is nice"))
-    last = await store.add_turn(turn("what about my sisters?"))
+    fact = await ask(store, "My sister's name is Ana")
+    await ask(store, "my sister Ana lives in Porto", other)
+    await ask(store, "sister topic", topic)
+    await ask(store, "the weather is nice")
+    last = await ask(store, "what about my sisters?")
     found = await store.search_turns(CHAT, ["sisters", "name"], before_id=last)
     assert [t.id for t in found] == [fact]
     assert await store.search_turns(CHAT, ["sister"], before_id=fact) == [], "only older turns"
     assert await store.search_turns(CHAT, [], before_id=last) == []
     await store.archive(CHAT)
-    after = await store.add_turn(turn("sister?"))
+    after = await ask(store, "sister?")
     assert [t.text for t in await store.search_turns(CHAT, ["sister"], before_id=after + 1)] == [
         "sister?"
     ], "nothing from before the reset"
@@ -390,10 +463,10 @@ async def test_search_finds_words_in_this_chat_only(store: Store) -> None:
 async def test_search_follows_a_group_to_its_supergroup(store: Store) -> None:
     """The recall index names each message's chat; moving the chat must move its entries."""
     new = ChatKey(-1_000_000_501)
-    fact = await store.add_turn(turn("the invoice number is 4471", chat=GROUP))
-    await store.add_turn(turn("invoice for someone else", chat=ChatKey(-GROUP.chat_id)))
+    fact = await ask(store, "the invoice number is 4471", GROUP)
+    await ask(store, "invoice for someone else", ChatKey(-GROUP.chat_id))
     await store.move_chat(GROUP.chat_id, new.chat_id)
-    last = await store.add_turn(turn("which invoice?", chat=new))
+    last = await ask(store, "which invoice?", new)
     assert [t.id for t in await store.search_turns(new, ["invoice"], before_id=last)] == [fact]
     assert await store.search_turns(GROUP, ["invoice"], before_id=last) == []
 
@@ -403,45 +476,9 @@ async def test_search_follows_a_group_to_its_supergroup(store: Store) -> None:
     [['"'], ["NEAR(a b)"], ["a*"], ["-x"], ["OR"], ["(", ")"], ["col:val"], ["^x"], ["\x00"]],
 )
 async def test_search_words_are_never_query_syntax(store: Store, words: list[str]) -> None:
-    await store.add_turn(turn('quote " NEAR(a b) col:val OR -x'))
-    last = await store.add_turn(turn("next"))
+    await ask(store, 'quote " NEAR(a b) col:val OR -x')
+    last = await ask(store, "next")
     await store.search_turns(CHAT, words, before_id=last)  # must not raise
-
-
-async def test_memory_columns_survive_reopening(tmp_path: Path) -> None:
-    first = SQLiteStore(tmp_path / "db.sqlite3")
-    await first.open()
-    ids = [await first.add_turn(turn(f"m{i}")) for i in range(4)]
-    await first.save_summary(NewSummary(CHAT, "summary of m0 m1", 5, ids[0], ids[1]))
-    await first.close()
-    second = SQLiteStore(tmp_path / "db.sqlite3")
-    await second.open()
-    summary = await second.current_summary(CHAT)
-    assert summary is not None and summary.messages_covered == 2
-    assert [t.text for t in await second.unsummarised_turns(CHAT)] == ["m2", "m3"]
-    await second.close()
-
-
-async def test_m002_indexes_messages_of_a_database_from_before_it(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    import aiosqlite
-
-    async with aiosqlite.connect(path, isolation_level=None) as db:
-        await db.execute(
-            "CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        await migrations.m001_initial(db)
-        await db.execute("INSERT INTO _migrations VALUES ('m001_initial', 0)")
-        await db.execute(
-            "INSERT INTO messages (chat_id, role, text, tokens, created_at) "
-            "VALUES (42, 'user', 'the invoice number is 88231', 9, 0)"
-        )
-    store = SQLiteStore(path)
-    await store.open()
-    last = await store.add_turn(turn("which invoice?"))
-    [found] = await store.search_turns(CHAT, ["invoice"], before_id=last)
-    assert found.text == "the invoice number is 88231" and not found.summarised
-    await store.close()
 
 
 async def test_token_factors_are_kept_per_model(store: Store) -> None:

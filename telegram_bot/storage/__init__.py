@@ -2,19 +2,20 @@
 
 The bot talks to storage only through `Store`, a small Protocol, so a second backend (PostgreSQL
 for webhook replicas) can be dropped in and run the very same tests in `tests/test_store.py`,
-which are parametrised over every backend. SQLite (`sqlite_store.py`) is the embedded default.
+which are parametrised over every backend. SQLite (`sqlite/`) is the embedded default. The
+methods are what the bot does with its data, not tables: each is one atomic step, and a
+message's hot path is three of them (`add_user_turn`, `backlog`, `add_reply`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from pathlib import Path
 from typing import Protocol
 
+from ..config import Settings
 from ..models import (
     Backlog,
-    Chat,
     ChatKey,
     NewSummary,
     NewTurn,
@@ -29,7 +30,8 @@ class Store(Protocol):
     async def open(self) -> None:
         """Connects and brings the schema up to date."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Closes the connection; the store can be opened again."""
 
     async def add_user_turn(self, turn: NewTurn, *, chat_kind: str = "private") -> StoredTurn:
         """Stores a user's message durably (committed on return), or finds it stored.
@@ -37,32 +39,30 @@ class Store(Protocol):
         Insert-or-get on the message's Telegram id (`turn.tg_message_id`, unique per chat):
         Telegram delivers an update again when the bot died before confirming it, and with
         several replicas two may race for it; exactly one stores it (`created`), every other
-        caller gets the same id and whether it was answered. A message without a Telegram id
-        (the console) is always stored. It also marks the chat active again
-        (`set_chat_active`): someone who blocked the bot and now writes to it can be answered.
+        caller gets the same id and whether it was answered (a turn whose `reply_to` is that id
+        is stored). A message without a Telegram id (the console) is always stored. Either way
+        it marks the chat active again (`set_chat_active`): someone who blocked the bot and now
+        writes to it can be answered.
         """
-
-    async def recent_turns(self, chat: ChatKey, max_tokens: int) -> list[Turn]:
-        """The newest live (not archived, not failed) turns whose tokens fit, oldest first."""
 
     async def archive(self, chat: ChatKey) -> int:
         """Marks every live turn of the chat archived; returns how many. Nothing is deleted."""
 
-    async def get_chat(self, chat: ChatKey) -> Chat | None: ...
+    async def set_chat_active(self, chat_id: int, active: bool) -> None:
+        """Marks a chat (every topic of it) active or not: not when the bot was blocked or
+        removed, active again when it is added back or a user writes."""
 
-    async def set_chat_active(self, chat_id: int, active: bool) -> None: ...
+    async def get_persona(self, chat_id: int) -> str | None:
+        """The chat's own system prompt, or None for the default."""
 
-    async def get_persona(self, chat_id: int) -> str | None: ...
-
-    async def set_persona(self, chat_id: int, persona: str | None, by_user: int | None) -> None: ...
-
-    async def count_turns(self, chat: ChatKey, *, include_archived: bool = False) -> int: ...
+    async def set_persona(self, chat_id: int, persona: str | None, by_user: int | None) -> None:
+        """Sets (or with None, clears) the chat's system prompt, recording who changed it."""
 
     async def add_overheard(
         self, turn: NewTurn, *, keep: int, chat_kind: str = "group"
     ) -> StoredTurn:
         """Stores a group message not addressed to the bot as context for the next one that is
-        (insert-or-get on its Telegram id, as `add_user_turn`).
+        (insert-or-get on its Telegram id, as `add_user_turn`: a redelivered one is stored once).
 
         It joins the history like any user turn, but of the overheard messages after the chat's
         last addressed turn only the newest `keep` are kept; older ones are deleted.
@@ -92,9 +92,10 @@ class Store(Protocol):
     async def add_reply(
         self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
     ) -> int:
-        """`add_turn` for a model's reply, booking its `usage` (if any) on `day` for the chat
-        and `user_id` as `record_usage` does, in the same transaction: the reply and what it
-        cost are stored together or not at all, in one write."""
+        """Stores a model's reply (`turn.reply_to` is the user turn it answers), booking its
+        `usage` (if any) on `day` for the chat and `user_id` as `record_usage` does, in the same
+        transaction: the reply and what it cost are stored together or not at all, in one
+        write. Returns the reply's id."""
 
     async def usage_totals(
         self,
@@ -149,10 +150,14 @@ class Store(Protocol):
     async def token_factors(self) -> dict[str, float]:
         """The learned token-count correction factor of every model seen."""
 
-    async def set_token_factor(self, model: str, factor: float) -> None: ...
+    async def set_token_factor(self, model: str, factor: float) -> None:
+        """Stores a model's learned correction factor, replacing the previous one."""
 
 
-def open_sqlite(path: Path) -> Store:
+def open_store(settings: Settings) -> Store:
+    """The store the settings name, not yet open: SQLite at `settings.database_path` (a
+    PostgreSQL store will be chosen by a database URL)."""
+    # A backend's modules load only when it is chosen (PostgreSQL's driver is an optional extra).
     from .sqlite.store import SQLiteStore
 
-    return SQLiteStore(path)
+    return SQLiteStore(settings.database_path)

@@ -24,7 +24,7 @@ from ..config import Settings
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..llm.client import LLM
-from ..storage import Store, open_sqlite
+from ..storage import Store, open_store
 from .flood import FloodWait
 from .handlers import register
 from .handlers.commands import publish_commands
@@ -47,7 +47,7 @@ def file_url(base_url: str) -> str:
 
 
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
-    store = store if store is not None else open_sqlite(settings.database_path)
+    store = store if store is not None else open_store(settings)
     tokens.set_cache_dir(settings.tiktoken_cache_dir)
     engine = Conversation(store, LLM(settings), settings)
     services = Services(settings, store, engine, Guard.from_settings(settings))

@@ -176,7 +176,7 @@ async def m004_usage_and_retry(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX messages_tg ON messages (chat_id, tg_message_id)")
 
 
-# The recall index's token for a conversation (`chat_token` in sqlite_store.py makes the same).
+# The recall index's token for a conversation (`rows.chat_token` makes the same).
 _CHAT_TOKEN = (
     "'c' || CASE WHEN {p}chat_id < 0 THEN 'n' ELSE '' END || abs({p}chat_id) || 't' || {p}thread_id"
 )
@@ -225,12 +225,45 @@ async def m005_recall_by_chat(db: aiosqlite.Connection) -> None:
     await db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
 
 
+async def m006_user_messages_unique(db: aiosqlite.Connection) -> None:
+    """A user's message is stored once per Telegram id: storing it is an insert-or-get.
+
+    Telegram delivers an update again when the bot died before confirming it, and with several
+    replicas two may take the same one at once. The store used to look the message up and then
+    insert it, which two racing callers can both pass; a unique index on (chat_id,
+    tg_message_id) of user rows lets the database decide, so exactly one caller stores it and
+    the others get its id. Only user rows with a Telegram id are in it: the bot's own replies
+    and console messages (no id) are not.
+
+    An older database may already hold a redelivered message twice (overheard group messages
+    were stored without the check). The oldest row keeps its Telegram id; the later copies keep
+    their text but lose the id, as a moved group's messages do. m004's `messages_tg` index
+    served only the lookup this one replaces, so it goes.
+    """
+    await db.execute(
+        """
+        UPDATE messages SET tg_message_id = NULL
+        WHERE role = 'user' AND tg_message_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM messages older
+                      WHERE older.chat_id = messages.chat_id
+                        AND older.tg_message_id = messages.tg_message_id
+                        AND older.role = 'user' AND older.id < messages.id)
+        """
+    )
+    await db.execute(
+        "CREATE UNIQUE INDEX messages_user_tg ON messages (chat_id, tg_message_id) "
+        "WHERE role = 'user' AND tg_message_id IS NOT NULL"
+    )
+    await db.execute("DROP INDEX IF EXISTS messages_tg")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_memory,
     m003_overheard_messages,
     m004_usage_and_retry,
     m005_recall_by_chat,
+    m006_user_messages_unique,
 )
 
 
