@@ -1,4 +1,4 @@
-"""Behaviour of telegram_bot.render as a Telegram user would notice it."""
+"""Behaviour of telegram_bot.telegram_adapter.render as a Telegram user would notice it."""
 
 from __future__ import annotations
 
