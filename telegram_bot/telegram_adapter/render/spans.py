@@ -43,11 +43,6 @@ class Part:
     entities: tuple[Entity, ...] = ()
 
     @property
-    def html(self) -> bool:
-        """Always ``False``: text is never HTML, so never pass a ``parse_mode``."""
-        return False
-
-    @property
     def plain(self) -> str:
         """The same content without formatting, for the plain-text fallback."""
         return self.text
