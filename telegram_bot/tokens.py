@@ -89,9 +89,10 @@ def encoding(name: str = FALLBACK_ENCODING) -> tiktoken.Encoding:
             os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
             loaded = tiktoken.get_encoding(name)
             # tiktoken keeps the Python dict of all ranks only to pickle the encoding; the
-            # tokenizer itself lives in Rust. Dropping it saves ~28 MB for o200k_base.
-            if hasattr(loaded, "_mergeable_ranks"):
-                loaded._mergeable_ranks = {}
+            # tokenizer itself lives in Rust. Dropping it saves ~28 MB for o200k_base. It is a
+            # private attribute: tiktoken is pinned below 0.15 in pyproject.toml, and
+            # tests/test_private_apis.py fails loudly if a release moves it.
+            loaded._mergeable_ranks = {}
             _encodings[name] = loaded
         return _encodings[name]
 

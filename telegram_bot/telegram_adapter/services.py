@@ -57,7 +57,7 @@ class BotApplication(BotApp):
     process, and, worse for RSS, small objects kept alive in the middle of each burst's memory,
     which stops the allocator from handing that memory back. The bot keeps its state in its own
     database, so there is nothing to mark. This overrides a private method of PTB's (pinned
-    below version 23 in pyproject.toml; tests/test_seams.py fails loudly if it disappears).
+    below version 23 in pyproject.toml; tests/test_private_apis.py fails loudly if it changes).
     """
 
     __slots__ = ()

@@ -17,13 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from telegram._utils.defaultvalue import DEFAULT_NONE, DefaultValue
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
 if TYPE_CHECKING:
     import aiohttp
-    from telegram._utils.types import ODVInput
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -81,22 +79,22 @@ class AiohttpRequest(BaseRequest):
         url: str,
         method: str,
         request_data: RequestData | None = None,
-        read_timeout: ODVInput[float] = DEFAULT_NONE,
-        write_timeout: ODVInput[float] = DEFAULT_NONE,
-        connect_timeout: ODVInput[float] = DEFAULT_NONE,
-        pool_timeout: ODVInput[float] = DEFAULT_NONE,
+        # `object`: PTB's own annotation is a private type; what arrives is a number, None or
+        # BaseRequest.DEFAULT_NONE ("not set"), as its documentation says to check.
+        read_timeout: object = BaseRequest.DEFAULT_NONE,
+        write_timeout: object = BaseRequest.DEFAULT_NONE,
+        connect_timeout: object = BaseRequest.DEFAULT_NONE,
+        pool_timeout: object = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         import aiohttp
 
         session = self._session
         if session is None or session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
-        write = self._write_timeout if isinstance(write_timeout, DefaultValue) else write_timeout
-        connect = (
-            self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
-        )
-        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
+        read = _seconds(read_timeout, self._read_timeout)
+        write = _seconds(write_timeout, self._write_timeout)
+        connect = _seconds(connect_timeout, self._connect_timeout)
+        pool = _seconds(pool_timeout, self._pool_timeout)
         timeout = aiohttp.ClientTimeout(
             total=None,
             # aiohttp's `connect` covers waiting for a free pooled connection and connecting.
@@ -115,6 +113,15 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut(f"aiohttp.{type(exc).__name__}: timed out") from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _seconds(value: object, default: float | None) -> float | None:
+    """A timeout as passed to `do_request`: our own default where the caller set none."""
+    if value is BaseRequest.DEFAULT_NONE:
+        return default
+    if value is None or isinstance(value, int | float):
+        return value
+    raise TypeError(f"a timeout must be a number of seconds or None, not {value!r}")
 
 
 def _encode(request_data: RequestData | None) -> tuple[Any, dict[str, str] | None]:
