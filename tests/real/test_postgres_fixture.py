@@ -83,9 +83,7 @@ async def test_a_throwaway_cluster_is_local_fast_and_not_root(pg_server: Postgre
 def test_without_postgresql_the_tests_skip_and_say_why(tmp_path: Path) -> None:
     # A machine with no binaries, simulated in a separate pytest run; its tests must skip, and
     # the summary must say why even under -q.
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
-    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
     (tmp_path / "conftest.py").write_text(
         "import tests.real.conftest_postgres as fixtures\n"
         "fixtures.find_bin_dir = lambda: None\n"
@@ -96,6 +94,7 @@ def test_without_postgresql_the_tests_skip_and_say_why(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != URL_VARIABLE}
     env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # a faster start; pg_server needs no plugin
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path,
@@ -201,6 +200,22 @@ async def test_a_second_connection_waits_for_the_lock_then_gets_it(pg_dsn: str) 
     finally:
         for conn in (a, b, watcher):
             await conn.close()
+
+
+async def test_a_pool_releases_a_session_lock_when_the_connection_goes_back(pg_dsn: str) -> None:
+    # asyncpg resets a pooled connection on release (pg_advisory_unlock_all, UNLISTEN *, ...):
+    # a session-level lock lasts only while its connection is held.
+    other = await asyncpg.connect(pg_dsn, statement_cache_size=0)
+    try:
+        async with asyncpg.create_pool(
+            pg_dsn, min_size=1, max_size=1, statement_cache_size=0
+        ) as pool:
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", CHAT_LOCK) is True
+                assert await other.fetchval("SELECT pg_try_advisory_lock($1)", CHAT_LOCK) is False
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", CHAT_LOCK) is True
+    finally:
+        await other.close()
 
 
 # -- LISTEN / NOTIFY ------------------------------------------------------------------------------
