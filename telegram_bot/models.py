@@ -151,3 +151,17 @@ class Backlog:
     turns: list[Turn]  # the newest unsummarised turns that fit the read's budget, oldest first
     complete: bool  # True when `turns` are every unsummarised turn of the conversation
     first_id: int | None = None  # the conversation's oldest live turn (summarised or not)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxUpdate:
+    """A raw Telegram update as it arrived (its JSON text), kept in the store's inbox from
+    before Telegram is told it arrived until it has been handled.
+
+    `chat` is the conversation it belongs to (None for updates without a chat); `received_at`
+    is when the bot first received it (seconds since the epoch)."""
+
+    update_id: int
+    chat: ChatKey | None
+    body: str
+    received_at: float

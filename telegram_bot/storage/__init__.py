@@ -5,11 +5,17 @@ for webhook replicas) can be dropped in and run the very same tests in `tests/te
 which are parametrised over every backend. SQLite (`sqlite/`) is the embedded default. The
 methods are what the bot does with its data, not tables: each is one atomic step, and a
 message's hot path is three of them (`add_user_turn`, `backlog`, `add_reply`).
+
+The inbox (`inbox_add`, `inbox_done`, `inbox_pending`) keeps every raw update from before
+Telegram is told it arrived until it has been handled, so a crash loses nothing acknowledged.
+It is shaped for replicas too: adding says which updates are new (the caller's to handle),
+and a backend for several processes can lease those to the process that added them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import Protocol
 
@@ -17,6 +23,7 @@ from ..config import Settings
 from ..models import (
     Backlog,
     ChatKey,
+    InboxUpdate,
     NewSummary,
     NewTurn,
     StoredTurn,
@@ -28,7 +35,8 @@ from ..models import (
 
 class Store(Protocol):
     async def open(self) -> None:
-        """Connects and brings the schema up to date."""
+        """Connects and brings the schema up to date (nothing to do when open already).
+        Raises StorageUnusable, whose line names the database and what is wrong with it."""
 
     async def close(self) -> None:
         """Closes the connection; the store can be opened again."""
@@ -153,6 +161,27 @@ class Store(Protocol):
     async def set_token_factor(self, model: str, factor: float) -> None:
         """Stores a model's learned correction factor, replacing the previous one."""
 
+    # -- the inbox: nothing Telegram handed over is lost --------------------------------------
+
+    async def inbox_add(self, updates: Sequence[InboxUpdate]) -> list[int]:
+        """Keeps raw updates durably, all in one write (committed on return), before Telegram
+        is told they arrived; returns the ids of those that were new, in the order given.
+
+        An update already kept (Telegram delivered it again; handled or still pending) is not
+        stored again and not returned, so whoever adds it first handles it and nobody else
+        does. A backend for replicas makes the new ones the caller's to handle (a lease)."""
+
+    async def inbox_done(
+        self, update_ids: Sequence[int], *, forget_before: float | None = None
+    ) -> None:
+        """Marks updates handled, in one write (unknown ids are ignored). A handled update
+        keeps only its id, to recognise a late redelivery; with `forget_before`, handled
+        updates received before that time (seconds since the epoch) are forgotten."""
+
+    async def inbox_pending(self) -> list[InboxUpdate]:
+        """The updates kept but not handled (what a crash left undone), in update_id order,
+        which is the order Telegram sent them in."""
+
 
 def open_store(settings: Settings) -> Store:
     """The store the settings name, not yet open: SQLite at `settings.database_path` (a
@@ -161,3 +190,14 @@ def open_store(settings: Settings) -> Store:
     from .sqlite.store import SQLiteStore
 
     return SQLiteStore(settings.database_path)
+
+
+def claim_database(settings: Settings) -> AbstractContextManager[None]:
+    """While held, no other bot process can claim the database the settings name; raises
+    `AlreadyRunning` (naming the other process) if one holds it. SQLite serves one bot
+    process (two would both fetch the same updates): an exclusive lock on a file beside the
+    database, which the system releases however the process ends. A backend for replicas
+    claims nothing. The console and the sqlite3 shell never claim, so they can look in."""
+    from .sqlite.lock import ProcessLock
+
+    return ProcessLock(settings.database_path)

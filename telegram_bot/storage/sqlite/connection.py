@@ -16,10 +16,20 @@ needed. (There was one while transactions spanned several awaits.)
 The connection is in autocommit mode. WAL lets a reader (the console, the sqlite3 shell, a
 backup) look at the file while the bot writes; `synchronous=NORMAL` is the documented safe
 setting for WAL: a power cut may lose the last commits, never corrupt the file.
+
+Opening is where a bad file shows: corrupt or truncated, locked by another process (waited
+for at most `LOCK_WAIT_SECONDS`, the busy timeout, set before anything else), a location that
+cannot be written. Each becomes one `StorageUnusable` naming the file and the problem, and the
+connection's thread is always stopped (aiosqlite's thread is not a daemon: left running, it
+would keep the process alive for ever). Conversations are private: a new data directory is
+created 0700 and a new database file 0600 before SQLite opens it (SQLite gives the -wal and
+-shm files the database file's permissions).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,16 +37,80 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from ...errors import StorageUnusable
 from .migrations import migrate
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long a statement waits for a lock another process holds before it fails.
+LOCK_WAIT_SECONDS = 5.0
+
 PRAGMAS = (
+    f"PRAGMA busy_timeout={int(LOCK_WAIT_SECONDS * 1000)}",  # first: every later step waits
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
 )
+# What an SQLite error at opening means to the person running the bot (by its primary code).
+_PROBLEMS = {
+    "SQLITE_BUSY": f"is locked by another process (waited {LOCK_WAIT_SECONDS:.0f} s for it)",
+    "SQLITE_LOCKED": f"is locked by another process (waited {LOCK_WAIT_SECONDS:.0f} s for it)",
+    "SQLITE_NOTADB": "is not a SQLite database (a corrupt or truncated file, or another file)",
+    "SQLITE_CORRUPT": "is corrupt (database disk image is malformed)",
+    "SQLITE_CANTOPEN": "cannot be opened (its location is missing or not writable)",
+    "SQLITE_READONLY": "is read-only (the file or its directory is not writable)",
+    "SQLITE_PERM": "cannot be opened (permission denied)",
+    "SQLITE_FULL": "cannot be written: the disk is full",
+    "SQLITE_IOERR": "cannot be read or written (disk I/O error)",
+}
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StorageUnusable:
+    """The one line for an SQLite error met while opening the database at `path`."""
+    name = str(getattr(exc, "sqlite_errorname", ""))  # e.g. SQLITE_IOERR_SHORT_READ
+    problem = _PROBLEMS.get("_".join(name.split("_")[:2]))
+    return StorageUnusable(f"Database {_shown(path)} {problem or f'cannot be used ({exc})'}")
+
+
+def _shown(path: Path) -> Path:
+    return path if path == Path(":memory:") else path.absolute()
+
+
+def prepare_directory(database: Path) -> None:
+    """Creates the database's directory, private (0700), if it does not exist."""
+    folder = database.parent
+    if folder.is_dir():
+        return
+    try:
+        folder.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise StorageUnusable(
+            f"Database {_shown(database)}: its directory cannot be created ({exc.strerror})"
+        ) from None
+
+
+def prepare_file(database: Path) -> None:
+    """Creates the database file private (0600) before SQLite opens it, or warns once when an
+    existing one is readable by other users."""
+    prepare_directory(database)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.close(os.open(database, flags, 0o600))
+    except FileExistsError:
+        mode = database.stat().st_mode & 0o777 if database.exists() else 0
+        if mode & 0o077:
+            log.warning(
+                "Database %s can be read by other users (mode %o): chmod 600 it and its "
+                "-wal and -shm files, and chmod 700 its directory",
+                _shown(database),
+                mode,
+            )
+    except OSError as exc:
+        raise StorageUnusable(
+            f"Database {_shown(database)} cannot be created ({exc.strerror})"
+        ) from None
 
 
 async def run_on_connection_thread(
@@ -73,14 +147,23 @@ class Connection:
         return self._db
 
     async def open(self) -> None:
-        """Connects and brings the schema up to date."""
+        """Connects and brings the schema up to date; raises StorageUnusable with the one line
+        that says what is wrong with the file. Nothing to do when it is open already."""
+        if self._db is not None:
+            return
         if self.path != Path(":memory:"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+            prepare_file(self.path)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:  # aiosqlite has stopped its thread
+            raise unusable(self.path, exc) from None
         try:
             for pragma in PRAGMAS:
                 await db.execute(pragma)
             await migrate(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise unusable(self.path, exc) from None
         except BaseException:
             await db.close()
             raise

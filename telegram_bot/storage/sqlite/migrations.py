@@ -257,6 +257,33 @@ async def m006_user_messages_unique(db: aiosqlite.Connection) -> None:
     await db.execute("DROP INDEX IF EXISTS messages_tg")
 
 
+async def m009_inbox(db: aiosqlite.Connection) -> None:
+    """The inbox: every update Telegram hands over is kept before the bot acknowledges it.
+
+    Long polling acknowledges a batch with the next getUpdates call, and a webhook with its
+    200; until then Telegram delivers an update again, after that never. Messages waiting in
+    memory behind a slow reply in their chat, and a reply cut off by a crash, used to be lost
+    with the process. Now each raw update is stored here first (its JSON, its chat and forum
+    thread, when it arrived) and marked `done` once handled; after a crash the pending ones
+    are handled again at start-up, in order. A handled update keeps only its id for a day, so
+    a late redelivery of it is recognised and not handled twice; its body is dropped. The
+    partial index finds the pending ones without reading the handled ones.
+    """
+    await db.execute(
+        """
+        CREATE TABLE inbox (
+            update_id   INTEGER PRIMARY KEY,
+            chat_id     INTEGER,
+            thread_id   INTEGER NOT NULL DEFAULT 0,
+            body        TEXT,
+            received_at REAL    NOT NULL,
+            done        INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    await db.execute("CREATE INDEX inbox_pending ON inbox (update_id) WHERE done = 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_memory,
@@ -264,6 +291,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m004_usage_and_retry,
     m005_recall_by_chat,
     m006_user_messages_unique,
+    m009_inbox,
 )
 
 

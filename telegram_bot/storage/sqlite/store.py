@@ -15,8 +15,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ...models import Backlog, ChatKey, NewSummary, NewTurn, StoredTurn, Summary, Turn, UsageTotals
-from . import memory, messages, rows
+from ...models import (
+    Backlog,
+    ChatKey,
+    InboxUpdate,
+    NewSummary,
+    NewTurn,
+    StoredTurn,
+    Summary,
+    Turn,
+    UsageTotals,
+)
+from . import inbox, memory, messages, rows
 from .connection import Connection
 
 
@@ -182,3 +192,19 @@ class SQLiteStore:
             "updated_at = excluded.updated_at",
             (model, factor, time.time()),
         )
+
+    # -- the inbox -------------------------------------------------------------------------------
+
+    async def inbox_add(self, updates: Sequence[InboxUpdate]) -> list[int]:
+        if not updates:
+            return []
+        return await self._conn.transaction(lambda db: inbox.add(db, updates))
+
+    async def inbox_done(
+        self, update_ids: Sequence[int], *, forget_before: float | None = None
+    ) -> None:
+        if update_ids or forget_before is not None:
+            await self._conn.transaction(lambda db: inbox.done(db, update_ids, forget_before))
+
+    async def inbox_pending(self) -> list[InboxUpdate]:
+        return await self._conn.read(inbox.pending)
