@@ -15,8 +15,9 @@ COPY pyproject.toml README.md ./
 COPY telegram_bot ./telegram_bot
 RUN pip install . \
     && python -c "from pathlib import Path; from telegram_bot import tokens; tokens.set_cache_dir(Path('/opt/tiktoken')); tokens.count_text('ok')" \
+    && chmod -R a+rX /opt/tiktoken \
     && useradd --system --uid 10001 --home-dir /app bot \
-    && mkdir -p /data && chown bot /data
+    && mkdir -p /data && chown bot /data && chmod 700 /data
 
 USER bot
 VOLUME ["/data"]

@@ -1,10 +1,13 @@
 """Command line: run the bot (default), chat in the terminal, or check the configuration.
 
-    python -m telegram_bot            run the bot with long polling
+    python -m telegram_bot            run the bot (long polling, or a webhook with WEBHOOK_URL)
     python -m telegram_bot chat       talk to the model from the terminal, same memory
     python -m telegram_bot check      validate the settings and exit
 
-A missing or malformed setting exits with code 2 and one line naming it; never a traceback.
+A missing or malformed setting, or a token Telegram rejects, exits with code 2 and one line
+naming it; a database that cannot be used, another process on it, or a fatal Telegram error
+exits with code 1 and one line; never a traceback, never a secret
+(`telegram_adapter/lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
 
 from .config import Settings, load_settings
 from .errors import ConfigError
@@ -28,34 +34,35 @@ def _settings(require_token: bool) -> Settings:
         raise SystemExit(2) from None
 
 
-def use_uvloop() -> bool:
-    """Runs the bot on uvloop where it is installed (Linux, macOS): the same asyncio, with
-    about a sixth less CPU per reply (measured: docs/benchmarks.md). Elsewhere, plain asyncio."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (Linux, macOS): the same asyncio, with about a sixth less
+    CPU per reply (measured: docs/benchmarks.md). Elsewhere, plain asyncio."""
     try:
         import uvloop
     except ImportError:
-        return False
-    asyncio.set_event_loop(uvloop.new_event_loop())
-    return True
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def run_bot(settings: Settings) -> int:
-    from telegram import Update
+    from .telegram_adapter.lifecycle import run
 
-    from .telegram_adapter.app import build_application, stop_gracefully_on_signals
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        code = runner.run(run(settings))
+    return exit_now_if_stuck(code)
 
-    if use_uvloop():
-        log.debug("Event loop: uvloop")
-    try:
-        application = build_application(settings)
-    except ConfigError as exc:  # e.g. a broken PERSONAS_FILE
-        print(f"Configuration error: {exc}", file=sys.stderr)
-        return 2
-    stop_gracefully_on_signals(application)
-    application.run_polling(
-        allowed_updates=Update.ALL_TYPES, drop_pending_updates=False, stop_signals=None
-    )
-    return 0
+
+def exit_now_if_stuck(code: int) -> int:
+    """Returns `code`, or ends the process with it at once if a thread some library started
+    (not a daemon) is still alive: the interpreter would wait for it for ever, and a process
+    that has said it stops must stop."""
+    stuck = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    if stuck:
+        log.warning("Threads still running at exit (%s); ending the process", stuck[0].name)
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

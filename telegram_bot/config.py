@@ -9,16 +9,19 @@ expected, never a traceback. Everything else in the bot receives a frozen `Setti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .memory.budget import context_window_for
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TELEGRAM_DEFAULT_BASE_URL = "https://api.telegram.org/bot"
+HEALTH_PATH = "/healthz"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful, friendly assistant chatting on Telegram. Answer concisely and "
     "accurately; use Markdown sparingly. If you don't know something, say so."
@@ -95,6 +98,21 @@ def _token(value: str) -> str:
     return stripped
 
 
+def _secret_token(value: str) -> str:
+    stripped = value.strip()
+    if not 1 <= len(stripped) <= 256 or not re.fullmatch(r"[A-Za-z0-9_-]+", stripped):
+        raise ValueError("1 to 256 characters A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    return stripped
+
+
+def _webhook_url(value: str) -> str:
+    url = _url(value)
+    path = urlsplit(url).path or "/"
+    if path == HEALTH_PATH:
+        raise ValueError(f"a URL whose path is not {HEALTH_PATH} (the health check's)")
+    return url
+
+
 def _setting(env: str, parse: Callable[[str], Any], default: Any = None, **kw: Any) -> Any:
     """Declares a field together with its environment name and parser."""
     return field(default=default, metadata={"env": env, "parse": parse}, **kw)
@@ -138,6 +156,17 @@ class Settings:
     stop_button: bool = _setting("STOP_BUTTON", _bool, False)
     shutdown_grace: float = _setting("SHUTDOWN_GRACE", _float(0.0), 5.0)
 
+    # --- Process life: webhook mode, the durable inbox (issues 15 and 16) --------------------
+    # WEBHOOK_URL set: Telegram posts updates to it (served on WEBHOOK_LISTEN:WEBHOOK_PORT at
+    # the URL's path, with /healthz beside it); unset: long polling.
+    webhook_url: str = _setting("WEBHOOK_URL", _webhook_url, "")
+    webhook_listen: str = _setting("WEBHOOK_LISTEN", _text, "0.0.0.0")
+    webhook_port: int = _setting("WEBHOOK_PORT", _int(1, 65535), 8080)
+    webhook_secret_token: str = _setting("WEBHOOK_SECRET_TOKEN", _secret_token, "", repr=False)
+    # Updates acknowledged but not handled before a crash are handled after the restart if
+    # they are at most this many seconds old; older ones get one line asking to send again.
+    recovery_window: float = _setting("RECOVERY_WINDOW", _float(0.0), 900.0)
+
     # --- Long conversations and memory (issue 3) ---------------------------------------------
     # MODEL_CONTEXT_WINDOW unset: a default for the model family (see `budget.context_window_for`).
     model_context_window: int | None = _setting("MODEL_CONTEXT_WINDOW", _int(256), None)
@@ -156,6 +185,16 @@ class Settings:
     @property
     def summariser_model(self) -> str:
         return self.summary_model.strip() or self.openai_model
+
+    @property
+    def token_cache_dir(self) -> Path:
+        """TIKTOKEN_CACHE_DIR, or a private `tiktoken` folder beside the database."""
+        return self.tiktoken_cache_dir or self.database_path.parent / "tiktoken"
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook is served at: WEBHOOK_URL's (`/` when it has none)."""
+        return urlsplit(self.webhook_url).path or "/"
 
     @property
     def uses_openai(self) -> bool:
@@ -200,6 +239,12 @@ def _check_required(settings: Settings, *, require_token: bool) -> None:
         raise ConfigError(
             "TELEGRAM_BOT_TOKEN: expected the token from @BotFather "
             "(set it in .env or the environment)"
+        )
+    if settings.webhook_url and not settings.webhook_secret_token:
+        raise ConfigError(
+            "WEBHOOK_SECRET_TOKEN: expected a secret (1-256 characters A-Z, a-z, 0-9, _, -) "
+            "when WEBHOOK_URL is set: Telegram sends it with every update, and requests "
+            "without it are refused"
         )
     if settings.uses_openai and not settings.openai_api_key:
         raise ConfigError(

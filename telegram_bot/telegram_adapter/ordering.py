@@ -1,5 +1,7 @@
 """Which updates wait for which: in order within a chat, concurrently across chats, and a
-bounded number at once (MAX_CONCURRENT_UPDATES bounds memory on a Raspberry Pi)."""
+bounded number at once (MAX_CONCURRENT_UPDATES bounds memory on a Raspberry Pi); and, with the
+inbox, which run at all: a redelivered copy never, and once shutdown begins, none that has not
+started (it stays in the inbox for the next start). An update that ran is marked done."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from telegram.ext import BaseUpdateProcessor
 
 from ..coordination.local import KeyedLocks
 from ..models import ChatKey
+from .inbox import Inbox
 from .updates import chat_key, is_stop_command
 
 
@@ -47,24 +50,41 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
 
     ADMIT_ALL = sys.maxsize
 
-    def __init__(self, max_concurrent_updates: int) -> None:
+    def __init__(self, max_concurrent_updates: int, inbox: Inbox | None = None) -> None:
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be a positive integer")
         super().__init__(self.ADMIT_ALL)
         self.limit = max_concurrent_updates
+        self.inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._chats = KeyedLocks()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        inbox = self.inbox
+        if inbox is not None and not inbox.admit(update):
+            _discard(coroutine)
+            return
         key = ordering_key(update)
         if key is None:
             await coroutine
-            return
-        async with self._chats.hold(key), self._slots:
-            await coroutine
+        else:
+            async with self._chats.hold(key), self._slots:
+                if inbox is not None and inbox.draining:
+                    _discard(coroutine)  # pending in the inbox: handled after the restart
+                    return
+                await coroutine
+        if inbox is not None:
+            inbox.done(update)
 
     async def initialize(self) -> None:
         """Nothing to set up: locks are created on demand."""
 
     async def shutdown(self) -> None:
         """Nothing to release: locks vanish when idle."""
+
+
+def _discard(coroutine: Awaitable[Any]) -> None:
+    """Drops the application's handling of an update that will not run."""
+    close = getattr(coroutine, "close", None)
+    if close is not None:
+        close()

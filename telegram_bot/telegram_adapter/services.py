@@ -18,6 +18,8 @@ from ..config import Settings
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
+from .inbox import Inbox
+from .transport import AiohttpRequest
 
 _KEY = "services"
 
@@ -28,7 +30,9 @@ class Services:
     store: Store
     engine: Conversation
     guard: Guard  # the allowlist, refusal pacing, group admins, persona presets
+    inbox: Inbox  # every update kept until handled (inbox.py)
     bot_username: str = ""
+    transports: tuple[AiohttpRequest, ...] = ()  # closed even when start-up fails
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:

@@ -9,15 +9,21 @@ Only the transport changes: python-telegram-bot still parses every answer, so it
 semantics are untouched (`RetryAfter`, `BadRequest`, `Forbidden`, `ChatMigrated`, `Conflict`
 come from the status code and the JSON body, in `BaseRequest`). What is ours to map, we map the
 way `HTTPXRequest` does: a timeout is `TimedOut`, any other transport failure is `NetworkError`.
+Two choices of our own: a body that is not JSON (a proxy's HTML page) is the same
+`TelegramError("Invalid server response")` without the library's logged traceback, so the
+caller's one line is all the log shows; and a 401 (Telegram rejects the token: revoked) is
+reported to `on_unauthorized`, so the process can stop instead of idling as a zombie.
 aiohttp is imported when the request is initialised, not when this module is.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from telegram.error import NetworkError, TimedOut
+from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
 if TYPE_CHECKING:
@@ -36,6 +42,7 @@ class AiohttpRequest(BaseRequest):
         "_read_timeout",
         "_session",
         "_write_timeout",
+        "on_unauthorized",
     )
 
     def __init__(
@@ -53,6 +60,7 @@ class AiohttpRequest(BaseRequest):
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.on_unauthorized: Callable[[], None] | None = None
 
     @property
     def read_timeout(self) -> float | None:
@@ -108,11 +116,24 @@ class AiohttpRequest(BaseRequest):
             async with session.request(
                 method, url, data=body, headers=headers, timeout=timeout
             ) as response:
-                return response.status, await response.read()
+                status, payload = response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut(f"aiohttp.{type(exc).__name__}: timed out") from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        if status == 401 and self.on_unauthorized is not None:
+            self.on_unauthorized()
+        return status, payload
+
+    @staticmethod
+    def parse_json_payload(payload: bytes) -> dict[str, Any]:
+        """As `BaseRequest`'s (which documents overriding it), minus its logged traceback and
+        the body it logs: the caller logs one line for the error."""
+        try:
+            data: dict[str, Any] = json.loads(payload.decode("utf-8", "replace"))
+        except ValueError:
+            raise TelegramError("Invalid server response") from None
+        return data
 
 
 def _seconds(value: object, default: float | None) -> float | None:

@@ -1,0 +1,250 @@
+"""The durable inbox: every update is stored before Telegram is told it arrived, and marked done
+once handled, so a crash loses nothing Telegram considers delivered.
+
+Telegram delivers an update until the bot acknowledges it (long polling: the next getUpdates
+call's offset; a webhook: the 200), then never again. Updates waiting in memory behind a slow
+reply in their chat, or a reply a crash cut off, used to die with the process. Now:
+
+- **keep**: each batch of raw updates is one write to the store's inbox (`Store.inbox_add`)
+  before it is acknowledged: in polling mode inside the getUpdates request (`polling.py`), in
+  webhook mode before the 200 (`webhook.py`). The store says which updates are new; a
+  redelivered one (handled, or already queued) is not handled again.
+- **done**: after an update is handled, its id joins a list written at most every
+  `DONE_FLUSH_SECONDS` in one small write (`Store.inbox_done`), so the hot path pays one
+  extra write per batch and per interval, not per update. A crash inside that interval only
+  means some updates are handled again after the restart, which is safe: the store's
+  insert-or-get on a message's Telegram id means an answered message is never answered twice.
+- **recover**: at start-up, before any new update is taken, the pending updates are put on the
+  application's queue in Telegram's order, if received within RECOVERY_WINDOW; each older one
+  is marked done *first* and then answered with one line asking to send it again (so nobody is
+  told twice; a crash in between loses that line). A question stored but left unanswered by a
+  crash comes back this way too and is answered.
+- **drain**: once shutdown begins, an update that has not started waits in the inbox for the
+  next start instead of starting a reply the grace period would only cut short.
+
+Handled updates keep their id (not their body) for `FORGET_AFTER` seconds, longer than the
+24 hours Telegram keeps an update it could not deliver, so a late redelivery is recognised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from telegram import Message, ReplyParameters, Update
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application
+
+from ..engine.access import Policy, Verdict
+from ..errors import MessageLost
+from ..models import ChatKey, InboxUpdate
+from ..storage import Store
+from .addressing import is_for_me
+from .updates import author_of, key_of
+
+log = logging.getLogger(__name__)
+
+AnyApp = Application[Any, Any, Any, Any, Any, Any]
+
+DONE_FLUSH_SECONDS = 0.5
+FORGET_AFTER = 25 * 3600
+PRUNE_EVERY = 3600
+
+
+def chat_of(raw: dict[str, Any]) -> ChatKey | None:
+    """The conversation of a raw update (its chat, and its forum topic as `updates.key_of`
+    reads it), without building python-telegram-bot's objects: kept with the update."""
+    for kind, value in raw.items():
+        if kind == "update_id" or not isinstance(value, dict):
+            continue
+        message = value.get("message") if kind == "callback_query" else value
+        if isinstance(message, dict) and isinstance(message.get("chat"), dict):
+            topic = message.get("is_topic_message") and message.get("message_thread_id")
+            return ChatKey(int(message["chat"]["id"]), int(topic or 0))
+        chat = value.get("chat")
+        if isinstance(chat, dict) and "id" in chat:
+            return ChatKey(int(chat["id"]))
+    return None
+
+
+class Inbox:
+    def __init__(self, store: Store, recovery_window: float) -> None:
+        self.store = store
+        self.recovery_window = recovery_window
+        self.draining = False
+        self._handling: set[int] = set()  # queued by this process, not yet started
+        self._duplicates: set[int] = set()  # queued again by polling: to be skipped
+        self._done: list[int] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._pruned = 0.0
+
+    # -- keep -----------------------------------------------------------------------------------
+
+    async def keep(self, raw: Sequence[dict[str, Any]]) -> set[int]:
+        """Stores raw updates (one write) before they are acknowledged; returns the ids of the
+        new ones, which this process now handles. Raises whatever the store raises: then
+        nothing is acknowledged and Telegram delivers them again."""
+        now = time.time()
+        kept = [
+            InboxUpdate(
+                int(update["update_id"]),
+                chat_of(update),
+                json.dumps(update, ensure_ascii=False, separators=(",", ":")),
+                now,
+            )
+            for update in raw
+        ]
+        fresh = set(await self.store.inbox_add(kept))
+        self._handling |= fresh
+        return fresh
+
+    def skip_duplicates(self, update_ids: Iterable[int]) -> None:
+        """Updates that reach the application's queue although the inbox knew them already
+        (long polling hands every fetched update over): each is skipped once it comes."""
+        self._duplicates.update(update_ids)
+
+    def admit(self, update: object) -> bool:
+        """Whether the processor should run this update: the first copy of an update this
+        process queued, or one that did not come through the inbox; never a duplicate."""
+        if not isinstance(update, Update):
+            return True
+        update_id = update.update_id
+        if update_id in self._handling:
+            self._handling.discard(update_id)
+            return True
+        if update_id in self._duplicates:
+            self._duplicates.discard(update_id)
+            log.debug("update %s was delivered again; already handled or queued", update_id)
+            return False
+        return True
+
+    # -- done -----------------------------------------------------------------------------------
+
+    def done(self, update: object) -> None:
+        """Marks an update handled; written with others within DONE_FLUSH_SECONDS."""
+        if isinstance(update, Update):
+            self.mark_done(update.update_id)
+
+    def mark_done(self, update_id: int) -> None:
+        self._done.append(update_id)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_soon(), name="inbox-done"
+            )
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(DONE_FLUSH_SECONDS)
+        finally:
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Writes the done marks collected so far (and, at most once an hour, forgets the
+        handled updates older than FORGET_AFTER)."""
+        ids, self._done = self._done, []
+        if not ids:
+            return
+        now = time.time()
+        forget = now - FORGET_AFTER if now - self._pruned >= PRUNE_EVERY else None
+        try:
+            await self.store.inbox_done(ids, forget_before=forget)
+        except Exception as exc:  # the store's own error: never lose the marks over it
+            self._done[:0] = ids
+            log.warning("Could not mark %d updates handled (%s); will try again", len(ids), exc)
+            return
+        if forget is not None:
+            self._pruned = now
+
+    async def close(self) -> None:
+        """Writes the last done marks; call before the store closes."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        await self.flush()
+
+    # -- recover --------------------------------------------------------------------------------
+
+    async def recover(self, application: AnyApp) -> list[InboxUpdate]:
+        """Queues what a crash left unhandled (received within the recovery window), in order,
+        before any new update; marks older ones done and returns them, for `tell_lost`."""
+        pending = await self.store.inbox_pending()
+        if not pending:
+            return []
+        cutoff = time.time() - self.recovery_window
+        stale = [item for item in pending if item.received_at < cutoff]
+        fresh = [item for item in pending if item.received_at >= cutoff]
+        if stale:  # first, so nobody is ever told twice
+            await self.store.inbox_done([item.update_id for item in stale])
+        for item in fresh:
+            update = _parse(item, application)
+            if update is None:
+                self.mark_done(item.update_id)
+                continue
+            self._handling.add(update.update_id)
+            await application.update_queue.put(update)
+        log.info(
+            "Inbox: %d updates a restart left unhandled are handled now; %d older than "
+            "RECOVERY_WINDOW (%.0f s) get a line asking to send them again",
+            len(fresh),
+            len(stale),
+            self.recovery_window,
+        )
+        return stale
+
+    async def tell_lost(
+        self, application: AnyApp, policy: Policy, lost: Sequence[InboxUpdate]
+    ) -> None:
+        """One line per conversation, under the newest lost message in it that asked the bot
+        something: a private message, or a group message addressed to the bot, from someone
+        the bot serves."""
+        newest: dict[ChatKey, Message] = {}
+        for item in lost:
+            update = _parse(item, application)
+            message = update.message if update is not None else None
+            if message is not None and _asked(message, application, policy):
+                newest[key_of(message)] = message
+        for key, message in newest.items():
+            when = datetime.fromtimestamp(message.date.timestamp(), UTC).strftime("%H:%M UTC")
+            try:
+                await application.bot.send_message(
+                    key.chat_id,
+                    f"{MessageLost.user_message()} (sent at {when})",
+                    message_thread_id=key.thread_id or None,
+                    reply_parameters=ReplyParameters(
+                        message.message_id, allow_sending_without_reply=True
+                    ),
+                )
+            except TelegramError as exc:
+                log.warning("chat=%s could not say a message was lost: %s", key, exc)
+
+
+def _parse(item: InboxUpdate, application: AnyApp) -> Update | None:
+    try:
+        return Update.de_json(json.loads(item.body), application.bot)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("Inbox: update %s cannot be read again (%s); skipped", item.update_id, exc)
+        return None
+
+
+def _asked(message: Message, application: AnyApp, policy: Policy) -> bool:
+    """Whether a lost message asked the bot something, from someone it serves."""
+    if message.text is None or (message.from_user is not None and message.from_user.is_bot):
+        return False
+    private = message.chat.type == ChatType.PRIVATE
+    if not private and not is_for_me(message, application.bot):
+        return False
+    author = author_of(message)
+    user_id = author.user_id if author is not None else None
+    return policy.decide(chat_id=message.chat.id, private=private, user_id=user_id) is (
+        Verdict.ALLOW
+    )

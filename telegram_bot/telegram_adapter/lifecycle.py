@@ -1,0 +1,263 @@
+"""How the bot process lives: start, serve (long polling or a webhook), stop; and how it dies.
+
+`run` is `python -m telegram_bot`. It drives python-telegram-bot's Application through its
+public steps (`initialize`, `post_init`, `Updater.start_polling` or our webhook server,
+`start`, and back down), as the library documents for running it inside your own event loop,
+instead of `run_polling`, so that every way start-up can fail ends in ONE line and a known
+exit code, and every way it stops is bounded:
+
+- the database first (no network needed): claimed for this process alone (a second process on
+  it stops at once, naming the first), then opened: corrupt, truncated, locked (waited for at
+  most 5 s), unwritable: one line naming the file and the problem, exit 1;
+- Telegram: `getMe`. A rejected token is one line, exit 2 (the token is never printed: the
+  library's own message contains it, so it is not shown). Telegram unreachable: retried with
+  back-off (1 s doubling to 30 s, for as long as it takes, said once), and SIGTERM still stops;
+- then polling (a webhook set earlier is removed, with a warning naming it) or the webhook
+  (the server listens, `setWebhook` is called, idempotent, then /healthz says 200);
+- at runtime a token Telegram rejects (revoked: any call answered 401) and a second poller on
+  the token (409 Conflict, `polling.PollingWatch`) stop the process with one line and a
+  non-zero exit code, so a supervisor notices rather than a zombie idling;
+- SIGTERM/SIGINT drain: no new update is taken (the webhook answers 503, /healthz 503; those
+  queued but not started stay in the inbox for the next start), running replies get
+  SHUTDOWN_GRACE seconds, then are cut short (delivered and stored as partial with a line
+  saying the bot is restarting), the done marks are written and the database is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from telegram import Update
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+
+from ..config import Settings
+from ..errors import ConfigError, StartupError, TelegramRefused, TokenRejected
+from ..storage import claim_database
+from .app import build_application
+from .polling import PollingRequest, PollingWatch
+from .services import BotApp, services_of
+from .webhook import WebhookServer
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+_REJECTED = (
+    "Telegram rejected the bot token (401 Unauthorized){when}: set TELEGRAM_BOT_TOKEN to the "
+    "token @BotFather gives you (a token revoked there no longer works)"
+)
+
+
+async def run(settings: Settings) -> int:
+    """Runs the bot until SIGTERM/SIGINT or a fatal error; returns the exit code."""
+    try:
+        with claim_database(settings):
+            application = build_application(settings)
+            return await Lifecycle(application).run()
+    except ConfigError as exc:  # e.g. a broken PERSONAS_FILE or TIKTOKEN_CACHE_DIR
+        print(f"Configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except StartupError as exc:
+        log.error("%s", exc.describe())
+        return exc.exit_code
+
+
+class Lifecycle:
+    def __init__(self, application: BotApp) -> None:
+        self.application = application
+        self.services = services_of(application)
+        self.settings = self.services.settings
+        self.stopping = asyncio.Event()
+        self.failure: StartupError | None = None
+        self.watch = PollingWatch(self.fail)
+        self.webhook: WebhookServer | None = None
+        self._draining = False
+        self._running = False
+        for transport in self.services.transports:
+            transport.on_unauthorized = self._token_rejected
+
+    def fail(self, error: StartupError) -> None:
+        """Stops the process with `error`'s line and exit code (the first error wins)."""
+        self.watch.quiet = True
+        if self.failure is None:
+            self.failure = error
+            log.error("%s", error.describe())
+        self.stopping.set()
+
+    def _token_rejected(self) -> None:
+        for transport in self.services.transports:
+            if isinstance(transport, PollingRequest):
+                transport.stopped = True
+        when = " while the bot was running; stopping" if self._running else ""
+        self.fail(TokenRejected(_REJECTED.format(when=when)))
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self._start()
+            if not self.stopping.is_set():
+                self._running = True
+                await self.stopping.wait()
+        except StartupError as exc:
+            self.fail(exc)
+        finally:
+            await self._stop()
+        return self.failure.exit_code if self.failure is not None else 0
+
+    # -- start ------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        application, services = self.application, self.services
+        await services.store.open()
+        if not await self._connect():
+            return
+        if application.post_init is not None:
+            await application.post_init(application)
+        if self.settings.webhook_url:
+            await self._start_webhook()
+        else:
+            await self._start_polling()
+        if self.stopping.is_set():
+            return
+        await application.start()
+        if self.webhook is not None:
+            self.webhook.ready()
+
+    async def _connect(self) -> bool:
+        """`getMe` until Telegram answers; False when stopped while waiting."""
+        delay, failures = BACKOFF_FIRST, 0
+        while True:
+            try:
+                await self.application.initialize()
+            except InvalidToken:
+                raise TokenRejected(_REJECTED.format(when="")) from None
+            except (NetworkError, RetryAfter) as exc:
+                if failures == 0:
+                    log.warning(
+                        "Telegram is unreachable (%s); trying again with back-off (%.0f s, "
+                        "doubling up to %.0f s) until it answers",
+                        exc,
+                        BACKOFF_FIRST,
+                        BACKOFF_MAX,
+                    )
+                failures += 1
+                wait = exc.retry_after if isinstance(exc, RetryAfter) else delay
+                if await self._stopped_within(_seconds(wait)):
+                    return False
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            except TelegramError as exc:
+                raise StartupError(f"Telegram refused to start the bot: {exc}") from None
+            if failures:
+                log.info("Telegram answered after %d failed attempts", failures)
+            return not self.stopping.is_set()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        return self.stopping.is_set()
+
+    async def _start_polling(self) -> None:
+        bot, updater = self.application.bot, self.application.updater
+        assert updater is not None
+        info = await bot.get_webhook_info()
+        if info.url:
+            log.warning(
+                "A webhook was set for this bot (%s); long polling removes it (Telegram "
+                "allows one or the other). Set WEBHOOK_URL to run in webhook mode",
+                info.url,
+            )
+        self.watch.started = asyncio.get_running_loop().time()
+        await updater.start_polling(
+            allowed_updates=Update.ALL_TYPES,
+            drop_pending_updates=False,
+            bootstrap_retries=3,
+            error_callback=self.watch,
+        )
+
+    async def _start_webhook(self) -> None:
+        settings = self.settings
+        self.webhook = WebhookServer(self.application, self.services.inbox, settings)
+        await self.webhook.start()
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await self.application.bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=settings.webhook_secret_token,
+                    allowed_updates=Update.ALL_TYPES,
+                    drop_pending_updates=False,
+                )
+            except (NetworkError, RetryAfter) as exc:
+                log.warning("setWebhook failed (%s); trying again in %.0f s", exc, delay)
+                if await self._stopped_within(delay):
+                    return
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            except TelegramError as exc:
+                raise TelegramRefused(
+                    f"Telegram refused the webhook {settings.webhook_url}: {exc}"
+                ) from None
+            log.info("Webhook set: Telegram posts updates to %s", settings.webhook_url)
+            return
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        asyncio.get_running_loop().remove_signal_handler(sig)  # a second signal kills at once
+        log.info(
+            "%s: stopping; %d replies in flight get %.0f s to finish",
+            sig.name,
+            self.services.engine.busy,
+            self.settings.shutdown_grace,
+        )
+        self._drain()
+        self.stopping.set()
+
+    def _drain(self) -> None:
+        """No new update starts; running replies are cut short after the grace period."""
+        if self._draining:
+            return
+        self._draining = True
+        self.services.inbox.draining = True
+        if self.webhook is not None:
+            self.webhook.drain()
+        engine, grace = self.services.engine, self.settings.shutdown_grace
+
+        async def interrupt_after_grace() -> None:
+            await asyncio.sleep(grace)
+            if count := engine.interrupt_all():
+                log.warning("Shutdown: %d replies cut short and stored as partial", count)
+
+        self.services.spawn(interrupt_after_grace(), name="shutdown-grace")
+
+    async def _stop(self) -> None:
+        application = self.application
+        self._drain()
+        try:
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            if application.running:
+                await application.stop()
+            if self.webhook is not None:
+                await self.webhook.stop()
+            await application.shutdown()
+            if application.post_shutdown is not None:
+                await application.post_shutdown(application)
+        finally:
+            for transport in self.services.transports:
+                await transport.shutdown()
+            await self.services.store.close()
+
+
+def _seconds(value: object) -> float:
+    """A wait as python-telegram-bot gives it (a number or a timedelta)."""
+    total = getattr(value, "total_seconds", None)
+    return float(total() if callable(total) else value)  # type: ignore[arg-type]
