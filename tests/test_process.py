@@ -40,8 +40,8 @@ class BotProcess:
         self.tg = tg
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> BotProcess:
-        polls = len(self.tg.calls_to("getUpdates"))
+    async def spawn(self) -> BotProcess:
+        """Starts the process without waiting for it to be ready."""
         with self.log_path.open("a") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -51,11 +51,19 @@ class BotProcess:
                 cwd=self.log_path.parent,  # no stray .env is read
                 stdout=log,
                 stderr=log,
+                preexec_fn=lambda: os.umask(0o022),  # the usual umask, whatever the test runner's
             )
-        await self.tg.wait_for("getUpdates", count=polls + 1, timeout=30)
+        return self
+
+    async def start(self, ready: str = "getUpdates") -> BotProcess:
+        """Starts the process and waits for its first call of `ready` (webhook: setWebhook)."""
+        calls = len(self.tg.calls_to(ready))
+        await self.spawn()
+        await self.tg.wait_for(ready, count=calls + 1, timeout=30)
         return self
 
     async def wait(self) -> int:
+        """The exit code; a process that does not end within 30 s fails the test (a hang)."""
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), 30)
 

@@ -131,6 +131,73 @@ async def test_m006_keeps_the_oldest_of_messages_stored_twice(tmp_path: Path) ->
         await store.close()
 
 
+async def test_m009_adds_the_inbox_to_a_database_from_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = await migrated_to(path, migrations.MIGRATIONS.index(migrations.m009_inbox))
+    await db.execute(
+        "INSERT INTO messages (chat_id, role, text, tokens, created_at) "
+        "VALUES (42, 'user', 'kept', 5, 0)"
+    )
+    await db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert query(path, "SELECT text FROM messages") == [("kept",)]
+        assert await store.inbox_pending() == []
+    finally:
+        await store.close()
+
+
+# -- opening a file that cannot be used: one line, and no thread left behind -------------------
+
+
+def connection_threads() -> list[threading.Thread]:
+    return [
+        t for t in threading.enumerate() if t.is_alive() and not t.daemon and t.name != "MainThread"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"this is not a database at all, just some text" * 100, "is not a SQLite database"),
+        (None, "is corrupt"),  # a real database cut short
+    ],
+)
+async def test_a_bad_file_is_one_line_naming_it_and_leaves_no_thread(
+    tmp_path: Path, content: bytes | None, problem: str
+) -> None:
+    from telegram_bot.errors import StorageUnusable
+
+    path = tmp_path / "bot.sqlite3"
+    if content is None:
+        good = SQLiteStore(tmp_path / "good.sqlite3")
+        await good.open()
+        await good.inbox_add([])
+        await good.close()
+        whole = (tmp_path / "good.sqlite3").read_bytes()
+        content = whole[: len(whole) // 3]
+    path.write_bytes(content)
+    before = connection_threads()
+    with pytest.raises(StorageUnusable) as raised:
+        await SQLiteStore(path).open()
+    assert raised.value.describe().startswith(f"Database {path} {problem}")
+    assert connection_threads() == before, "aiosqlite's thread (not a daemon) was left running"
+
+
+async def test_new_database_files_are_private_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "bot.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.add_user_turn(said("a private thought"))
+        assert (path.parent.stat().st_mode & 0o777) == 0o700
+        for name in ("bot.sqlite3", "bot.sqlite3-wal", "bot.sqlite3-shm"):
+            assert ((path.parent / name).stat().st_mode & 0o777) == 0o600, name
+    finally:
+        await store.close()
+
+
 # -- the connection: one trip to aiosqlite's thread ------------------------------------------
 
 AIOSQLITE_CHANGED = (

@@ -73,9 +73,12 @@ class Lifecycle:
         self.settings = self.services.settings
         self.stopping = asyncio.Event()
         self.failure: StartupError | None = None
-        self.watch = PollingWatch(self.fail)
+        [polling] = [t for t in self.services.transports if isinstance(t, PollingRequest)]
+        self.polling = polling
+        self.watch = PollingWatch(self.fail, polling)
         self.webhook: WebhookServer | None = None
         self._draining = False
+        self._started = False  # post_init ran: post_shutdown must too
         self._running = False
         for transport in self.services.transports:
             transport.on_unauthorized = self._token_rejected
@@ -89,9 +92,7 @@ class Lifecycle:
         self.stopping.set()
 
     def _token_rejected(self) -> None:
-        for transport in self.services.transports:
-            if isinstance(transport, PollingRequest):
-                transport.stopped = True
+        self.polling.stopped = True
         when = " while the bot was running; stopping" if self._running else ""
         self.fail(TokenRejected(_REJECTED.format(when=when)))
 
@@ -117,6 +118,7 @@ class Lifecycle:
         await services.store.open()
         if not await self._connect():
             return
+        self._started = True
         if application.post_init is not None:
             await application.post_init(application)
         if self.settings.webhook_url:
@@ -174,7 +176,6 @@ class Lifecycle:
                 "allows one or the other). Set WEBHOOK_URL to run in webhook mode",
                 info.url,
             )
-        self.watch.started = asyncio.get_running_loop().time()
         await updater.start_polling(
             allowed_updates=Update.ALL_TYPES,
             drop_pending_updates=False,
@@ -249,11 +250,12 @@ class Lifecycle:
             if self.webhook is not None:
                 await self.webhook.stop()
             await application.shutdown()
-            if application.post_shutdown is not None:
-                await application.post_shutdown(application)
+            if self._started and application.post_shutdown is not None:
+                await application.post_shutdown(application)  # says "Bot stopped"
         finally:
             for transport in self.services.transports:
                 await transport.shutdown()
+            await self.services.engine.llm.close()
             await self.services.store.close()
 
 

@@ -10,17 +10,19 @@ network error: the offset does not move and Telegram sends it again.
 
 `PollingWatch` is the polling loop's error callback. A network fault, a 5xx, flood control or
 a body that is not JSON is one WARNING line while polling goes on with back-off. 409 Conflict
-means another process polls the same token (or a webhook was set): Telegram ends the older
-of two parked getUpdates calls, and each poller keeps ending the other's. A process that
-meets a conflict within `CONFLICT_GRACE` seconds of starting is the newcomer and stops with
-one line; one that has polled longer keeps polling (the newcomer will stop) and says so.
+means another process polls the same token (or a webhook was set): Telegram ends the older of
+two parked getUpdates calls, and each poller, polling again a second later, ends the other's.
+So a process none of whose getUpdates calls has come back yet is the newcomer, and stops with
+one line at its first conflict; one that has been polling says so in a WARNING and goes on:
+its next call ends the newcomer's. (Two processes started at the same moment: the first to be
+ended stops.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,20 +35,21 @@ from .transport import AiohttpRequest
 
 log = logging.getLogger(__name__)
 
-CONFLICT_GRACE = 30.0
 _NO_UPDATES = b'{"ok":true,"result":[]}'
+STOPPED_PAUSE = 0.5
 
 
 class PollingRequest(AiohttpRequest):
     """The getUpdates request: each batch is in the inbox before python-telegram-bot sees it
     (and so before its next call acknowledges it)."""
 
-    __slots__ = ("inbox", "stopped")
+    __slots__ = ("answered", "inbox", "stopped")
 
     def __init__(self, inbox: Inbox, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inbox = inbox
         self.stopped = False  # the token was rejected: no more calls
+        self.answered = False  # a getUpdates call has come back: this process polls
 
     async def do_request(
         self,
@@ -58,17 +61,19 @@ class PollingRequest(AiohttpRequest):
         connect_timeout: object = BaseRequest.DEFAULT_NONE,
         pool_timeout: object = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        if self.stopped:  # the call python-telegram-bot makes when polling stops
+        if self.stopped:
+            # The token was rejected and the process is stopping: no more calls, and no
+            # error for the library's loop to log (it polls again until it is stopped).
+            await asyncio.sleep(STOPPED_PAUSE)
             return 200, _NO_UPDATES
         status, payload = await super().do_request(
             url, method, request_data, read_timeout, write_timeout, connect_timeout, pool_timeout
         )
-        if status == 401:
-            # Said once by `on_unauthorized`; as a network error the library's loop ends
-            # quietly when the process stops, instead of logging a traceback.
+        if status == 401:  # said once by `on_unauthorized`, which stops the process
             self.stopped = True
-            raise NetworkError("Telegram rejected the bot token")
+            return 200, _NO_UPDATES
         if status == 200:
+            self.answered = True
             await self._keep(payload)
         return status, payload
 
@@ -93,9 +98,9 @@ class PollingWatch:
     """The polling loop's error callback (must not raise); `stop` ends the process with a
     line and an exit code."""
 
-    def __init__(self, stop: Callable[[StartupError], None]) -> None:
+    def __init__(self, stop: Callable[[StartupError], None], polling: PollingRequest) -> None:
         self.stop = stop
-        self.started = time.monotonic()
+        self.polling = polling
         self.quiet = False  # stopping already: nothing more to say
 
     def __call__(self, exc: TelegramError) -> None:
@@ -115,7 +120,7 @@ class PollingWatch:
                     "mode): Telegram allows polling or a webhook, not both; this process stops"
                 )
             )
-        elif time.monotonic() - self.started < CONFLICT_GRACE:
+        elif not self.polling.answered:
             self.quiet = True
             self.stop(
                 AlreadyRunning(
@@ -127,5 +132,5 @@ class PollingWatch:
         else:
             log.warning(
                 "Another process polled this bot token (409 Conflict); it started later and "
-                "stops when it sees this; polling goes on"
+                "stops at its first conflict; polling goes on"
             )

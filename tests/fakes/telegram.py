@@ -44,6 +44,7 @@ from ._server import (
 )
 from ._telegram_text import MAX_TEXT_UTF16, Rendered, TextRejected, render, trim, utf16_len
 from ._telegram_text import visible_text as _visible_text
+from ._telegram_webhook import WEBHOOK_CONFLICT, Webhook
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,8 @@ class FakeTelegram(FakeServer):
         self._faults: list[Fault] = []
         self._delays: dict[str, float] = {}
         self._drops: dict[str, int] = {}
+        # setWebhook/deleteWebhook/getWebhookInfo and delivery by POST (_telegram_webhook.py).
+        self.webhook = Webhook(self)
         self._methods = self._method_table()
 
     # ----------------------------------------------------------------- server plumbing
@@ -362,6 +365,10 @@ class FakeTelegram(FakeServer):
 
     def on_closing(self) -> None:
         self._notify_updates()  # parked long polls return at once
+
+    async def stop(self) -> None:
+        await self.webhook.close()
+        await super().stop()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """Record the call on arrival, then answer it (after any scripted delay or fault).
@@ -658,6 +665,7 @@ class FakeTelegram(FakeServer):
     def _notify_updates(self) -> None:
         changed, self._updates_changed = self._updates_changed, asyncio.Event()
         changed.set()
+        self.webhook.wake()
 
     def _remember_update(self, update: dict[str, Any]) -> None:
         for key in _UPDATE_MESSAGE_KEYS:
@@ -747,8 +755,9 @@ class FakeTelegram(FakeServer):
         handlers: dict[str, MethodHandler] = {
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
-            "deleteWebhook": self._delete_webhook,
-            "getWebhookInfo": self._get_webhook_info,
+            "setWebhook": self.webhook.set,
+            "deleteWebhook": self.webhook.delete,
+            "getWebhookInfo": self.webhook.info,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -782,8 +791,10 @@ class FakeTelegram(FakeServer):
         """Long polling: confirm by offset, then wait up to `timeout` s for something to return.
 
         A newer getUpdates terminates a parked older one with 409 Conflict, as Telegram does
-        when two bot instances poll the same token.
+        when two bot instances poll the same token; while a webhook is set, 409 at once.
         """
+        if self.webhook.url:
+            raise ApiError(409, WEBHOOK_CONFLICT)
         self._confirm(params.get("offset"))
         limit = min(max(int(params.get("limit") or 100), 1), 100)
         timeout = float(params.get("timeout") or 0)
@@ -813,13 +824,13 @@ class FakeTelegram(FakeServer):
                         return
                     await self._updates_changed.wait()
 
-    def _delete_webhook(self, params: dict[str, Any]) -> bool:
-        if params.get("drop_pending_updates"):
-            self._pending.clear()
-        return True
+    def drop_pending(self) -> None:
+        """`drop_pending_updates`: every update not yet delivered is forgotten."""
+        self._pending.clear()
 
-    def _get_webhook_info(self, _params: dict[str, Any]) -> dict[str, Any]:
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+    def confirm_update(self, update_id: int) -> None:
+        """A webhook call for this update was answered 2xx: it is delivered."""
+        self._pending[:] = [u for u in self._pending if u["update_id"] != update_id]
 
     def _render_text(self, params: dict[str, Any], *, allow_empty: bool) -> Rendered:
         """Validate a text the way Telegram does and return what it would store."""

@@ -92,25 +92,30 @@ def prepare_directory(database: Path) -> None:
 
 
 def prepare_file(database: Path) -> None:
-    """Creates the database file private (0600) before SQLite opens it, or warns once when an
-    existing one is readable by other users."""
+    """Creates the database file private (0600) before SQLite opens it."""
     prepare_directory(database)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         os.close(os.open(database, flags, 0o600))
     except FileExistsError:
-        mode = database.stat().st_mode & 0o777 if database.exists() else 0
-        if mode & 0o077:
-            log.warning(
-                "Database %s can be read by other users (mode %o): chmod 600 it and its "
-                "-wal and -shm files, and chmod 700 its directory",
-                _shown(database),
-                mode,
-            )
+        pass
     except OSError as exc:
         raise StorageUnusable(
             f"Database {_shown(database)} cannot be created ({exc.strerror})"
         ) from None
+
+
+def warn_if_readable(database: Path) -> None:
+    """One warning when an existing database (made before files were created private) can be
+    read by other users; the bot does not change permissions it did not set."""
+    mode = database.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "Database %s can be read by other users (mode %o): chmod 600 it and its -wal and "
+            "-shm files, and chmod 700 its directory",
+            _shown(database),
+            mode,
+        )
 
 
 async def run_on_connection_thread(
@@ -168,6 +173,8 @@ class Connection:
             await db.close()
             raise
         self._db = db
+        if self.path != Path(":memory:"):
+            warn_if_readable(self.path)
 
     async def close(self) -> None:
         if self._db is not None:

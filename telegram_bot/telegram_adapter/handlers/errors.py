@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
-from telegram.error import Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
 
 from ...errors import BotError
 from ..services import Context
@@ -14,12 +14,18 @@ log = logging.getLogger(__name__)
 
 
 async def on_error(update: object, context: Context) -> None:
-    if update is None and isinstance(context.error, NetworkError | RetryAfter):
-        # Polling hit a network fault or flood control; python-telegram-bot keeps polling
-        # (with back-off), so this is one calm line, not a traceback.
+    if update is None and isinstance(context.error, TelegramError):
+        # Polling hit a network fault, flood control or a body that is not JSON (a proxy's
+        # page); python-telegram-bot keeps polling (with back-off): one calm line.
         log.warning("Fetching updates failed (%s); polling goes on", context.error)
         return
     chat = update.effective_chat if isinstance(update, Update) else None
+    if isinstance(context.error, InvalidToken):
+        # The token was revoked: the process is stopping (lifecycle.py); nothing can be sent.
+        log.warning(
+            "chat=%s answer dropped: Telegram rejected the bot token", chat.id if chat else "-"
+        )
+        return
     if isinstance(context.error, RetryAfter | Forbidden):
         # Telegram refuses to take messages for this chat now: telling the user would only
         # be refused as well (a retry storm), so log one line and drop this update's answer.
