@@ -32,7 +32,7 @@ import signal
 import sys
 
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from ..config import Settings
 from ..errors import ConfigError, StartupError, TelegramRefused, TokenRejected
@@ -139,6 +139,8 @@ class Lifecycle:
                 await self.application.initialize()
             except InvalidToken:
                 raise TokenRejected(_REJECTED.format(when="")) from None
+            except BadRequest as exc:  # a NetworkError to python-telegram-bot, not to us
+                raise StartupError(f"Telegram refused to start the bot: {exc}") from None
             except (NetworkError, RetryAfter) as exc:
                 if failures == 0:
                     log.warning(
@@ -196,6 +198,10 @@ class Lifecycle:
                     allowed_updates=Update.ALL_TYPES,
                     drop_pending_updates=False,
                 )
+            except BadRequest as exc:  # a NetworkError to python-telegram-bot, not to us
+                raise TelegramRefused(
+                    f"Telegram refused the webhook {settings.webhook_url}: {exc}"
+                ) from None
             except (NetworkError, RetryAfter) as exc:
                 log.warning("setWebhook failed (%s); trying again in %.0f s", exc, delay)
                 if await self._stopped_within(delay):
