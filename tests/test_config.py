@@ -127,3 +127,39 @@ def test_memory_settings_default_by_model_and_parse() -> None:
     assert load_settings({**keys, "OPENAI_MODEL": "mystery"}, None).context_window == 8192
     with pytest.raises(ConfigError, match="MODEL_CONTEXT_WINDOW"):
         load_settings({**keys, "MODEL_CONTEXT_WINDOW": "lots"}, None)
+
+
+def test_webhook_mode_needs_a_secret_and_serves_at_the_urls_path() -> None:
+    keys = {"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-x"}
+    s = load_settings(keys, None)
+    assert (s.webhook_url, s.webhook_listen, s.webhook_port) == ("", "0.0.0.0", 8080)
+    assert s.recovery_window == 900.0
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRET_TOKEN"):
+        load_settings({**keys, "WEBHOOK_URL": "https://bot.example.com/tg"}, None)
+    s = load_settings(
+        {
+            **keys,
+            "WEBHOOK_URL": "https://bot.example.com/tg/updates",
+            "WEBHOOK_SECRET_TOKEN": "a-Secret_123",
+            "WEBHOOK_PORT": "8443",
+            "RECOVERY_WINDOW": "60",
+        },
+        None,
+    )
+    assert (s.webhook_path, s.webhook_port, s.recovery_window) == ("/tg/updates", 8443, 60.0)
+    assert "a-Secret_123" not in repr(s)
+    assert (
+        load_settings(
+            {**keys, "WEBHOOK_URL": "https://bot.example.com", "WEBHOOK_SECRET_TOKEN": "x"}, None
+        ).webhook_path
+        == "/"
+    )
+    for bad in (
+        {"WEBHOOK_SECRET_TOKEN": "has spaces"},
+        {"WEBHOOK_SECRET_TOKEN": "x" * 257},
+        {"WEBHOOK_URL": "https://bot.example.com/healthz", "WEBHOOK_SECRET_TOKEN": "x"},
+        {"WEBHOOK_URL": "bot.example.com/tg", "WEBHOOK_SECRET_TOKEN": "x"},
+        {"WEBHOOK_PORT": "70000"},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_settings({**keys, **bad}, None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from telegram_bot import tokens
+from telegram_bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +96,73 @@ print(*sorted(tokens._encodings))
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cl100k_base"]
+
+
+# -- the cache: a private directory, files written exclusively ------------------------------------
+
+
+def target_of(cache: Path, name: str = "cl100k_base") -> Path:
+    return cache / hashlib.sha1(tokens._BLOB_URL.format(name).encode()).hexdigest()
+
+
+def test_the_cache_replaces_a_planted_symlink_instead_of_writing_through_it(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    tokens.private_dir(cache)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    target_of(cache).symlink_to(victim)
+    tokens.seed_cache(cache)
+    assert victim.read_text() == "precious"
+    target = target_of(cache)
+    assert not target.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_new_cache_directory_is_private_with_its_missing_parents(tmp_path: Path) -> None:
+    cache = tmp_path / "data" / "tiktoken"
+    tokens.private_dir(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("how", ["world-writable", "someone else's", "a symlink"])
+def test_a_cache_directory_others_control_is_refused(tmp_path: Path, how: str) -> None:
+    cache = tmp_path / "cache"
+    if how == "a symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        cache.symlink_to(tmp_path / "elsewhere")
+    else:
+        cache.mkdir(mode=0o700)
+        if how == "world-writable":
+            os.chmod(cache, 0o1777)  # like /tmp
+        elif os.geteuid() == 0:
+            os.chown(cache, 65534, 65534)  # nobody
+        else:
+            pytest.skip("only root can give a directory away")
+    with pytest.raises(ConfigError, match=f"TIKTOKEN_CACHE_DIR: {cache} is not"):
+        tokens.set_cache_dir(cache)
+
+
+def test_a_read_only_cache_baked_by_root_is_accepted(tmp_path: Path) -> None:
+    """The Docker image's /opt/tiktoken: owned by root, readable by all, writable by root."""
+    cache = tmp_path / "baked"
+    tokens.private_dir(cache)
+    tokens.seed_cache(cache)
+    os.chmod(cache, 0o755)
+    tokens.private_dir(cache)  # no error: nobody but its owner (root here) can write to it
+
+
+def test_without_a_directory_the_cache_is_a_fresh_private_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tokens, "_cache_dir", None)
+    cache = tokens._effective_cache_dir()
+    try:
+        assert cache.name.startswith("telegram-bot-tiktoken-") and cache.name != (
+            "telegram-bot-tiktoken"
+        ), "not a predictable shared name"
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    finally:
+        cache.rmdir()
