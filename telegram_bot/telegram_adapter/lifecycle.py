@@ -121,6 +121,8 @@ class Lifecycle:
         self._started = True
         if application.post_init is not None:
             await application.post_init(application)
+        if self.stopping.is_set():
+            return
         if self.settings.webhook_url:
             await self._start_webhook()
         else:
