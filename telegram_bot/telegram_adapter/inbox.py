@@ -7,8 +7,9 @@ reply in their chat, or a reply a crash cut off, used to die with the process. N
 
 - **keep**: each batch of raw updates is one write to the store's inbox (`Store.inbox_add`)
   before it is acknowledged: in polling mode inside the getUpdates request (`polling.py`), in
-  webhook mode before the 200 (`webhook.py`). The store says which updates are new; a
-  redelivered one (handled, or already queued) is not handled again.
+  webhook mode before the 200 (`webhook.py`; calls that arrive while a write is under way go
+  together in the next one). The store says which updates are new; a redelivered one
+  (handled, or already queued) is not handled again.
 - **done**: after an update is handled, its id joins a list written at most every
   `DONE_FLUSH_SECONDS` in one small write (`Store.inbox_done`), so the hot path pays one
   extra write per batch and per interval, not per update. A crash inside that interval only
@@ -81,6 +82,8 @@ class Inbox:
         self.draining = False
         self._handling: set[int] = set()  # queued by this process, not yet started
         self._duplicates: set[int] = set()  # queued again by polling: to be skipped
+        self._queued: list[tuple[list[InboxUpdate], asyncio.Future[set[int]]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._done: list[int] = []
         self._flusher: asyncio.Task[None] | None = None
         self._pruned = 0.0
@@ -88,9 +91,12 @@ class Inbox:
     # -- keep -----------------------------------------------------------------------------------
 
     async def keep(self, raw: Sequence[dict[str, Any]]) -> set[int]:
-        """Stores raw updates (one write) before they are acknowledged; returns the ids of the
-        new ones, which this process now handles. Raises whatever the store raises: then
-        nothing is acknowledged and Telegram delivers them again."""
+        """Stores raw updates before they are acknowledged; returns the ids of the new ones,
+        which this process now handles. Raises whatever the store raises: then nothing is
+        acknowledged and Telegram delivers them again.
+
+        Batches that arrive while a write is under way (webhook calls in a burst) wait for it
+        and then go together in the next one: one write for all of them, however many."""
         now = time.time()
         kept = [
             InboxUpdate(
@@ -101,9 +107,32 @@ class Inbox:
             )
             for update in raw
         ]
-        fresh = set(await self.store.inbox_add(kept))
+        waiting: asyncio.Future[set[int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((kept, waiting))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="inbox-keep")
+        fresh = await waiting
         self._handling |= fresh
         return fresh
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queued:
+                batches, self._queued = self._queued, []
+                try:
+                    stored = set(await self.store.inbox_add([u for b, _ in batches for u in b]))
+                except Exception as exc:  # each caller says what it means for its updates
+                    for _, waiting in batches:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
+                    continue
+                for updates, waiting in batches:  # an id goes to the first that brought it
+                    mine = {u.update_id for u in updates if u.update_id in stored}
+                    stored -= mine
+                    if not waiting.done():
+                        waiting.set_result(mine)
+        finally:
+            self._writer = None
 
     def skip_duplicates(self, update_ids: Iterable[int]) -> None:
         """Updates that reach the application's queue although the inbox knew them already
