@@ -12,6 +12,8 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -263,3 +265,26 @@ async def test_a_body_that_is_not_json_while_polling_is_one_warning_line(
     assert "Invalid server response" in warnings[0]
     assert "ERROR" not in bot.log and body not in bot.log
     assert_clean(bot.log)
+
+
+def test_an_exception_that_reaches_the_interpreter_never_shows_the_token(tmp_path: Path) -> None:
+    """Whatever path an error takes: python-telegram-bot's InvalidToken carries the token."""
+    script = f"""
+import threading
+from telegram.error import InvalidToken
+from telegram_bot.logs import setup_logging
+setup_logging("INFO", [{TOKEN!r}, {API_KEY!r}])
+def fail():
+    raise ValueError({API_KEY!r})
+thread = threading.Thread(target=fail)
+thread.start()
+thread.join()
+raise InvalidToken("The token `{TOKEN}` was rejected by the server.")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "InvalidToken" in result.stderr and "ValueError" in result.stderr
+    assert "[redacted]" in result.stderr
+    assert_clean(result.stderr.replace("Traceback", "TB"))

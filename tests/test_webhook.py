@@ -110,7 +110,9 @@ async def post(bot: WebhookBot, update: dict[str, Any], secret: str | None) -> i
 async def test_telegram_posts_updates_and_the_bot_answers(
     webhook_bot: Callable[..., WebhookBot], tg: FakeTelegram
 ) -> None:
+    tg.delay("setWebhook", 2)  # the server listens before the webhook is set
     bot = await webhook_bot().start()
+    assert await eventually_async(bot.health, lambda health: True) == (503, "starting")
     await healthy(bot)
     [call] = tg.calls_to("setWebhook")
     assert call.params["url"] == f"{bot.origin}/telegram/updates"

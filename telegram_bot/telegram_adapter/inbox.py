@@ -86,6 +86,7 @@ class Inbox:
         self._writer: asyncio.Task[None] | None = None
         self._done: list[int] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
         self._pruned = 0.0
 
     # -- keep -----------------------------------------------------------------------------------
@@ -172,34 +173,35 @@ class Inbox:
         try:
             await asyncio.sleep(DONE_FLUSH_SECONDS)
         finally:
-            self._flusher = None
+            self._flusher = None  # from here on `close` waits for the write, not cancels it
         await self.flush()
 
     async def flush(self) -> None:
         """Writes the done marks collected so far (and, at most once an hour, forgets the
-        handled updates older than FORGET_AFTER)."""
-        ids, self._done = self._done, []
-        if not ids:
-            return
-        now = time.time()
-        forget = now - FORGET_AFTER if now - self._pruned >= PRUNE_EVERY else None
-        try:
-            await self.store.inbox_done(ids, forget_before=forget)
-        except Exception as exc:  # the store's own error: never lose the marks over it
-            self._done[:0] = ids
-            log.warning("Could not mark %d updates handled (%s); will try again", len(ids), exc)
-            return
-        if forget is not None:
-            self._pruned = now
+        handled updates older than FORGET_AFTER). One write at a time."""
+        async with self._flushing:
+            ids, self._done = self._done, []
+            if not ids:
+                return
+            now = time.time()
+            forget = now - FORGET_AFTER if now - self._pruned >= PRUNE_EVERY else None
+            try:
+                await self.store.inbox_done(ids, forget_before=forget)
+            except Exception as exc:  # the store's own error: never lose the marks over it
+                self._done[:0] = ids
+                log.warning("Could not mark %d updates handled (%s); will retry", len(ids), exc)
+                return
+            if forget is not None:
+                self._pruned = now
 
     async def close(self) -> None:
         """Writes the last done marks; call before the store closes."""
         flusher, self._flusher = self._flusher, None
-        if flusher is not None:
+        if flusher is not None:  # still in its pause: the marks are written below instead
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-        await self.flush()
+        await self.flush()  # after any write under way (the lock), the marks left
 
     # -- recover --------------------------------------------------------------------------------
 

@@ -107,6 +107,8 @@ class Lifecycle:
                 await self.stopping.wait()
         except StartupError as exc:
             self.fail(exc)
+        except TelegramError as exc:  # e.g. Telegram gone again between getMe and polling
+            self.fail(StartupError(f"Telegram failed while the bot was starting: {exc}"))
         finally:
             await self._stop()
         return self.failure.exit_code if self.failure is not None else 0
