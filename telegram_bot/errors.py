@@ -107,3 +107,8 @@ class NotYourQuestion(BotError):
 
 class UnsupportedMessage(BotError):
     """I can only read text for now, not stickers, voice, pictures or files. Please type it."""
+
+
+class DatabaseUnavailable(BotError):
+    """I can't reach my database right now, so I could not take that. Please try again in a
+    moment."""
