@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from tests.databases import Database, SQLiteDatabase
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.harness import TOKEN, RunningBot, make_settings
 
@@ -46,9 +46,19 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bot_factory(tg: FakeTelegram, ai: FakeOpenAI, db_path: Path) -> Callable[..., RunningBot]:
+def database(db_path: Path) -> Database:
+    """The bot's database: SQLite. A module that imports `tests.databases.every_backend` runs
+    its tests on PostgreSQL as well."""
+    return SQLiteDatabase(db_path)
+
+
+@pytest.fixture
+def bot_factory(
+    tg: FakeTelegram, ai: FakeOpenAI, db_path: Path, database: Database
+) -> Callable[..., RunningBot]:
     def make(**overrides: Any) -> RunningBot:
-        return RunningBot(make_settings(tg.base_url, ai.base_url, db_path, **overrides))
+        settings = {**database.settings, **overrides}
+        return RunningBot(make_settings(tg.base_url, ai.base_url, db_path, **settings))
 
     return make
 
@@ -61,11 +71,6 @@ async def bot(bot_factory: Callable[..., RunningBot]) -> AsyncIterator[RunningBo
 
 
 @pytest.fixture
-def db(db_path: Path) -> Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Reads the bot's real SQLite file, as an owner with the sqlite3 shell would."""
-
-    def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(db_path) as conn:
-            return list(conn.execute(sql, params))
-
-    return query
+def db(database: Database) -> Callable[..., list[tuple[Any, ...]]]:
+    """Reads the bot's real database, as an owner with its shell would (`?` placeholders)."""
+    return database.query
