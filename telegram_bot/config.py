@@ -96,7 +96,7 @@ def _token(value: str) -> str:
     return stripped
 
 
-def _database_url(value: str) -> str:
+def parse_database_url(value: str) -> str:
     """A PostgreSQL URL (`postgresql://user:password@host:5432/dbname`); its password is never
     echoed back in the error."""
     stripped = value.strip()
@@ -172,7 +172,7 @@ class Settings:
 
     # --- PostgreSQL instead of SQLite (issue 15) ---------------------------------------------
     # Set: the store is PostgreSQL at this URL (DATABASE_PATH is then unused).
-    database_url: str = _setting("DATABASE_URL", _database_url, "", repr=False)
+    database_url: str = _setting("DATABASE_URL", parse_database_url, "", repr=False)
     # Connections the process keeps to PostgreSQL at most; a reply holds one only per query.
     database_pool_size: int = _setting("DATABASE_POOL_SIZE", _int(1, 1000), 10)
     # PgBouncer in transaction mode between the bot and PostgreSQL: no prepared statements.

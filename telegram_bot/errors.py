@@ -112,3 +112,14 @@ class UnsupportedMessage(BotError):
 class DatabaseUnavailable(BotError):
     """I can't reach my database right now, so I could not take that. Please try again in a
     moment."""
+
+
+class DatabaseCopyRefused(BotError):
+    """The database could not be copied."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def describe(self) -> str:
+        return self.reason

@@ -14,9 +14,9 @@ session lock would not.
 The schema mirrors the SQLite store's (same tables, columns and names, so `migrate-db` copies
 column by column), in PostgreSQL's own types: `bigint` ids (Telegram's chat ids pass 2^31),
 `boolean` flags, `timestamptz` times, `date` days. p001 and p002 are SQLite's m001-m006 as they
-stand after m006; from then on a SQLite migration that changes the schema is ported as one new
-function here (SQLite's m007 becomes p003, and so on), and `migrate-db` copies its columns
-without further change.
+stand after m006 (p003 is PostgreSQL's own: the record of `migrate-db`); from then on a SQLite
+migration that changes the schema is ported as one new function here (SQLite's m007 becomes
+p004, and so on), and `migrate-db` copies its columns without further change.
 """
 
 from __future__ import annotations
@@ -181,9 +181,35 @@ async def p002_recall(db: asyncpg.Connection) -> None:
     await db.execute("CREATE INDEX messages_tsv ON messages USING gin (tsv)")
 
 
+async def p003_sqlite_imports(db: asyncpg.Connection) -> None:
+    """What `telegram-bot migrate-db` copied from SQLite, one row per run.
+
+    Moving a bot is rarely one step: an owner copies, tries PostgreSQL, goes back, copies
+    again. Each run records its source file, the SQLite migrations that file had (the schema
+    its rows came from), the highest message and summary ids it copied, and its counts. A new
+    run compares PostgreSQL's ids with the last run's: rows the bot wrote into PostgreSQL since
+    then would collide with the file's newer ids, so the copy refuses instead of mixing two
+    histories.
+    """
+    await db.execute(
+        """
+        CREATE TABLE sqlite_imports (
+            id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            source            text        NOT NULL,
+            sqlite_migrations text[]      NOT NULL,
+            last_message_id   bigint      NOT NULL,
+            last_summary_id   bigint      NOT NULL,
+            counts            jsonb       NOT NULL,
+            copied_at         timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     p001_schema,
     p002_recall,
+    p003_sqlite_imports,
 )
 
 
