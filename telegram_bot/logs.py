@@ -36,7 +36,9 @@ class RedactSecrets(logging.Filter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
-        return _URL_PASSWORD.sub(r"\1[redacted]@", text)
+        # A function, not a template: a template is compiled on first use, which fails in
+        # a record logged while the interpreter shuts down.
+        return _URL_PASSWORD.sub(lambda match: f"{match[1]}[redacted]@", text)
 
 
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
