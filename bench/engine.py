@@ -230,7 +230,8 @@ def main() -> None:
             by_backend["postgres"].append(postgres)
             print(
                 f"round {round_}: CPU per reply {sqlite.cpu_ms:.3f} ms on SQLite, "
-                f"{postgres.cpu_ms:.3f} ms on PostgreSQL (+ {postgres.server_cpu_ms} ms its server)",
+                f"{postgres.cpu_ms:.3f} ms on PostgreSQL "
+                f"(+ {postgres.server_cpu_ms} ms in its server)",
                 flush=True,
             )
     print(
