@@ -15,7 +15,7 @@ migration (`mNNN`) is exactly that: the same tables and column names, in Postgre
 (bigint ids, boolean flags, timestamptz times, date days). `migrate-db` then copies the new
 columns and tables by name without further change; it refuses a SQLite database holding a
 table or column that PostgreSQL lacks, so a migration that was not ported is noticed, not lost.
-tests/test_postgres_store.py checks the schema comes up on a blank database and under
+tests/real/test_postgres_store.py checks the schema comes up on a blank database and under
 concurrent opens.
 
 **For coordination across replicas** (per-chat order, running replies, rate windows, an inbox
