@@ -110,8 +110,7 @@ class UnsupportedMessage(BotError):
 
 
 class DatabaseUnavailable(BotError):
-    """I can't reach my database right now, so I could not take that. Please try again in a
-    moment."""
+    """I can't reach my database right now. Please try again in a moment."""
 
 
 class DatabaseCopyRefused(BotError):

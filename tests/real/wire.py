@@ -32,16 +32,19 @@ class RoundTripCounter:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        """Listens on `port` (any free one by default; the same one again after `stop`)."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
 
     async def stop(self) -> None:
+        """Stops listening and cuts every connection: the database is gone, as clients see it."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
