@@ -231,7 +231,7 @@ def main() -> None:
             print(
                 f"round {round_}: CPU per reply {sqlite.cpu_ms:.3f} ms on SQLite, "
                 f"{postgres.cpu_ms:.3f} ms on PostgreSQL "
-                f"(+ {postgres.server_cpu_ms} ms in its server)",
+                f"(+ {postgres.server_cpu_ms or 0:.3f} ms in its server)",
                 flush=True,
             )
     print(

@@ -50,7 +50,7 @@ ATTEMPTS = 3
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,  # class 08: the connection failed or was lost
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection failed or was lost
     asyncpg.exceptions.OperatorInterventionError,  # 57: shut down, starting, cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28: wrong user or password

@@ -181,12 +181,12 @@ async def _primary_key(pg: asyncpg.Connection, table: str) -> list[str]:
 async def _plan(pg: asyncpg.Connection, sqlite_tables: dict[str, list[str]]) -> list[Table]:
     """The tables to copy, in order; refuses what PostgreSQL has no place for."""
     postgres = await _postgres_columns(pg)
-    missing = [
-        f"{table}.{column}" if table in postgres else table
-        for table, columns in sqlite_tables.items()
-        for column in (columns if table in postgres else columns[:1])
-        if table not in postgres or column not in postgres[table]
-    ]
+    missing: list[str] = []
+    for table, columns in sqlite_tables.items():
+        if table not in postgres:
+            missing.append(table)
+        else:
+            missing += [f"{table}.{column}" for column in columns if column not in postgres[table]]
     if missing:
         raise DatabaseCopyRefused(
             f"PostgreSQL has no place for {', '.join(missing)} of the SQLite database: the "
