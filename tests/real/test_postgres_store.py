@@ -221,7 +221,16 @@ async def test_lost_connections_are_replaced_and_a_lost_query_is_one_clear_error
     try:
         await store.add_user_turn(said("before"))
         await drop_connections()
-        # An idle connection that died is noticed and replaced when next taken.
+
+        async def answers() -> bool:
+            try:
+                await store.get_persona(1)
+            except DatabaseUnavailable:  # a call racing the server's goodbye may still fail
+                return False
+            return True
+
+        # Idle connections that died are replaced: the store answers again by itself.
+        await eventually_true(answers)
         assert (await store.add_user_turn(said("after the restart"))).created
         # A statement in flight when its connection dies fails with one clear error...
         running = asyncio.create_task(store.database.fetchval("SELECT pg_sleep(30)"))

@@ -23,8 +23,11 @@ left open. Code that shares this pool (`Database.pool`) must keep to the same ru
 needs its own connection (`connect_dedicated`), outside the pool.
 
 A statement PostgreSQL aborts because of a deadlock or a serialization failure had no effect,
-so it is run again (up to 3 times). A lost or refused connection becomes `DatabaseUnavailable`
-(one log line here; the chat gets the error's own line); the pool replaces the connection.
+so it is run again (up to 3 times), as is one asyncpg refused to send because its pooled
+connection had died while idle (the server restarted). A connection lost with a statement in
+flight, or one that cannot be made, becomes `DatabaseUnavailable` (one log line here; the chat
+gets the error's own line): that statement may or may not have run, so it is never repeated.
+The pool replaces dead connections by itself.
 """
 
 from __future__ import annotations
@@ -128,10 +131,22 @@ class Database:
         log.warning("PostgreSQL at %s: %s: %s", self.where, doing, reason)
         return DatabaseUnavailable(f"PostgreSQL at {self.where}: {doing}: {reason}")
 
-    async def _run(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def _run(self, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Runs `call` on a pooled connection: again after a deadlock or a serialization
+        failure, or on a new connection when this one turned out dead before the statement left
+        (see `_never_sent`); a lost or refused connection becomes DatabaseUnavailable."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await call(self.pool)
+                async with self.pool.acquire() as connection:
+                    try:
+                        return await call(connection)
+                    except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
+                        if not _never_sent(exc, connection):
+                            raise
+                        connection.terminate()  # the pool makes a new one
+                        if attempt == ATTEMPTS:
+                            raise self._unavailable(exc, "connection lost") from exc
+                        continue
             except RETRYABLE as exc:
                 if attempt == ATTEMPTS:
                     raise
@@ -143,27 +158,27 @@ class Database:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """A query's rows, in one round trip."""
-        rows: list[asyncpg.Record] = await self._run(lambda pool: pool.fetch(sql, *args))
+        rows: list[asyncpg.Record] = await self._run(lambda db: db.fetch(sql, *args))
         return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """The first row of a query, or None, in one round trip."""
-        return await self._run(lambda pool: pool.fetchrow(sql, *args))
+        return await self._run(lambda db: db.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """The first column of the first row, in one round trip."""
-        return await self._run(lambda pool: pool.fetchval(sql, *args))
+        return await self._run(lambda db: db.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> int:
         """One write statement; returns how many rows it changed."""
-        status: str = await self._run(lambda pool: pool.execute(sql, *args))
+        status: str = await self._run(lambda db: db.execute(sql, *args))
         return affected(status)
 
     async def transaction(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Runs `fn` on one connection as one transaction: all of its writes, or none."""
 
-        async def run(pool: asyncpg.Pool) -> T:
-            async with pool.acquire() as connection, connection.transaction():
+        async def run(connection: asyncpg.Connection) -> T:
+            async with connection.transaction():
                 return await fn(connection)
 
         return await self._run(run)
@@ -176,6 +191,16 @@ class Database:
             return await asyncpg.connect(self.url, **self._options())
         except UNAVAILABLE as exc:
             raise self._unavailable(exc, "cannot connect") from exc
+
+
+def _never_sent(exc: BaseException, connection: asyncpg.Connection) -> bool:
+    """Whether asyncpg refused to start the statement because its connection had died while
+    idle in the pool (the server ended it, and the close was not yet seen): asyncpg then finds
+    the protocol in the wrong state, or the connection closed, before anything is written, so
+    running the statement on another connection cannot run it twice."""
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return "cannot switch to state" in str(exc)
+    return connection.is_closed()
 
 
 def affected(status: str) -> int:
