@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any

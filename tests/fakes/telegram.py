@@ -34,7 +34,6 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 
 from . import _telegram_objects as objects
-from ._telegram_files import TelegramFiles
 from ._server import (
     FakeServer,
     Journal,
@@ -43,6 +42,7 @@ from ._server import (
     serve_until_signalled,
     standalone_parser,
 )
+from ._telegram_files import TelegramFiles
 from ._telegram_text import MAX_TEXT_UTF16, Rendered, TextRejected, render, trim, utf16_len
 from ._telegram_text import visible_text as _visible_text
 
