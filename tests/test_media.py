@@ -341,3 +341,63 @@ async def test_the_stored_turn_keeps_its_kind_across_a_restart(
     tg.send_text(ALICE, "again?", user_id=ALICE)
     await eventually(lambda: len(ai.requests), lambda n: n == 2)
     assert ai.requests[1].messages[1]["content"] == "Capital of Peru?"
+
+
+# -- groups --------------------------------------------------------------------------------------
+
+
+async def test_in_a_group_a_voice_reply_to_the_bot_is_answered_and_chatter_is_not_heard(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    from tests.test_groups import ALICE as G_ALICE
+    from tests.test_groups import BOB, GROUP, replied_to, replies, say
+
+    ai.enqueue("Hello group.", "Tuesday works.")
+    say(tg, G_ALICE, "@test_bot hello")
+    [greeting] = await replies(tg, 1)
+    # Bob's voice note to the group, not to the bot: not transcribed, not stored, no answer.
+    tg.send_voice(GROUP, VOICE, duration=4, user_id=BOB, first_name="Bob")
+    ai.enqueue_transcription("Does Tuesday work for everyone?")
+    update = tg.send_voice(
+        GROUP,
+        VOICE,
+        duration=4,
+        user_id=BOB,
+        first_name="Bob",
+        reply_to_message_id=greeting.result["message_id"],
+    )
+    heard, answer = (await replies(tg, 3))[1:]
+    assert tg.visible_text(heard) == "🎤 “Does Tuesday work for everyone?”"
+    assert replied_to(answer) == update["message"]["message_id"]
+    assert tg.visible_text(answer) == "Tuesday works."
+    assert len(ai.transcriptions) == 1, "the overheard voice note was never transcribed"
+    assert ai.requests[-1].messages[-1]["content"] == "Bob: Does Tuesday work for everyone?"
+    assert db("SELECT COUNT(*) FROM messages WHERE kind = 'voice'") == [(1,)]
+
+
+async def test_in_a_group_a_question_about_someones_photo_shows_the_model_the_photo(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    from tests.test_groups import ALICE as G_ALICE
+    from tests.test_groups import CAROL, GROUP, mention, replies, say
+
+    shot = files.jpeg(16, 16, 220)
+    photo = tg.send_photo(
+        GROUP, [(shot, 640, 480)], "our new office", user_id=CAROL, first_name="Carol"
+    )
+    photo_id = photo["message"]["message_id"]
+    ai.enqueue("Bright and empty.")
+    say(tg, G_ALICE, "@test_bot what do you think of it?", reply_to_message_id=photo_id)
+    await replies(tg, 1)
+    [request] = ai.requests
+    assert [decoded(url) for url in request.images] == [shot]
+    contents = [str(m["content"]) for m in request.messages[1:]]
+    assert contents[0] == "Carol: [photo: our new office]", "the overheard photo, as context"
+    # A photo whose caption mentions the bot is answered too.
+    caption = "@test_bot and this one?"
+    ai.enqueue("Also bright.")
+    tg.send_photo(
+        GROUP, [(shot, 640, 480)], caption, caption_entities=mention(caption), user_id=CAROL
+    )
+    await replies(tg, 2)
+    assert ai.requests[1].images and "and this one?" in str(ai.requests[1].messages[-1])
