@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes import Error, FakeOpenAI, FakeTelegram
 from tests.fakes import media_files as files
+from tests.fakes._openai_media import llama_cpp_python_refusal, llama_server_refusal
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, final_messages
 
@@ -200,14 +201,18 @@ async def test_an_album_is_one_question_with_every_image(
     ]
 
 
+@pytest.mark.parametrize("server", ["openai", "llama-server", "llama-cpp-python"])
 async def test_a_model_without_vision_gets_one_line_and_no_second_image_call(
     bot: RunningBot,
     tg: FakeTelegram,
     ai: FakeOpenAI,
     caplog: pytest.LogCaptureFixture,
+    server: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="telegram_bot")
     ai.vision = False
+    refusals = {"llama-server": llama_server_refusal, "llama-cpp-python": llama_cpp_python_refusal}
+    ai.vision_error = refusals[server]() if server in refusals else None
     tg.send_photo(ALICE, PHOTO, "what is this?", user_id=ALICE)
     [line] = await texts_after(tg, 1)
     assert "can't look at pictures" in line

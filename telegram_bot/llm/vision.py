@@ -5,9 +5,11 @@ never a link: a Telegram file URL contains the bot token, and the provider would
 parts go on the newest user message only, the turn the image arrives in; every other turn
 carries the stored placeholder text (`[photo: caption]`), so the prompt stays in its budget.
 
-A model that rejects an image (its server's 400, or a llama.cpp server started without
-`--mmproj` saying so) is remembered per server and model in `VisionMemory`, in process memory:
-no request with an image is sent to it again until a restart (settings change only at one).
+A model that rejects an image (its server's 400; llama.cpp's llama-server started without
+`--mmproj` answers 500 "image input is not supported", llama-cpp-python's server without a
+clip model a 500 from its chat template) is remembered per server and model in
+`VisionMemory`, in process memory: no request with an image is sent to it again until a
+restart (settings change only at one).
 
 What an image costs in the prompt, `image_tokens`, follows the provider's published rule where
 we know it (OpenAI's tiles) and an estimate otherwise (one token per 28×28 pixels, as
@@ -44,6 +46,9 @@ _REFUSAL_MARKERS = (
     "image input",
     "image content",
     "images are not supported",
+    # llama-cpp-python's server without a clip model: its text-only chat template meets a
+    # list of parts (measured, docs/real-servers.md).
+    'not "list"',
 )
 _BAD_IMAGE_MARKERS = ("invalid image", "unsupported image", "invalid_image", "image_parse_error")
 

@@ -5,7 +5,8 @@ Transcriptions are a multipart upload (`file`, `model`, `response_format`...), a
 sentence). `transcriptions_supported = False` makes the endpoint answer 404 with a plain-text
 body, as Ollama does (it has no such route). `vision = False` makes every chat request that
 carries an image part fail with OpenAI's 400 for a model without vision, before anything is
-generated. Every request is recorded, so a test can check what reached the model side.
+generated (`vision_error` makes it look like a llama.cpp server's refusal instead). Every
+request is recorded, so a test can check what reached the model side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
     from .openai import ChatRequest, Error
 
 NO_VISION = "Invalid content type. image_url is only supported by certain models."
+# What real servers answer a model without vision (measured against the real servers,
+# docs/real-servers.md): llama.cpp's llama-server started without --mmproj, and
+# llama-cpp-python's server without a clip model (its chat template meets a list of parts).
+LLAMA_SERVER_NO_MMPROJ = (
+    "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+)
+LLAMA_CPP_PYTHON_NO_CLIP = 'can only concatenate str (not "list") to str'
 
 
 @dataclass
@@ -49,6 +57,7 @@ class OpenAIMedia:
     def _init_media(self) -> None:
         self.transcriptions_supported = True
         self.vision = True
+        self.vision_error: Error | None = None  # how a refusal looks (default: OpenAI's 400)
         self.transcriber: Callable[[TranscriptionRequest], str] = lambda r: (
             "Hello from a voice note"
         )
@@ -104,7 +113,22 @@ class OpenAIMedia:
 
         if self.vision or not chat.images:
             return None
+        if self.vision_error is not None:
+            return self.vision_error
         return Error(400, NO_VISION, "invalid_request_error", param="messages")
+
+
+def llama_server_refusal() -> Error:
+    """llama-server without --mmproj: a 500, not a 400."""
+    from .openai import Error
+
+    return Error(500, LLAMA_SERVER_NO_MMPROJ, "server_error")
+
+
+def llama_cpp_python_refusal() -> Error:
+    from .openai import Error
+
+    return Error(500, LLAMA_CPP_PYTHON_NO_CLIP, "internal_server_error")
 
 
 def image_urls(messages: list[dict[str, Any]]) -> list[str]:
