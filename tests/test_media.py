@@ -302,6 +302,20 @@ async def test_files_too_long_or_of_another_kind_get_one_line(
         await bot.stop()
 
 
+async def test_a_file_too_long_for_the_models_window_is_refused_before_it_is_stored(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    bot = await bot_factory(model_context_window=2048, max_output_tokens=256).start()
+    try:
+        text = " ".join(f"word{n}" for n in range(3000))  # ~6,000 tokens, 26,000 characters
+        tg.send_document(ALICE, text.encode(), "long.txt", "text/plain", "summary?", user_id=ALICE)
+        [line] = await texts_after(tg, 1)
+        assert "too long for this model's context window" in line
+        assert ai.requests == [] and db("SELECT * FROM messages") == []
+    finally:
+        await bot.stop()
+
+
 async def test_an_image_sent_as_a_file_is_looked_at(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:

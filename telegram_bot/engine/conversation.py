@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from .. import tokens
 from ..coordination import Coordination, StopOutcome
 from ..coordination.local import local_coordination
-from ..errors import InputTooLong, LimitReached, NothingToRetry, NotYourQuestion
+from ..errors import InputTooLong, LimitReached, NothingToRetry, NotYourQuestion, PromptTooLong
 from ..llm.transcription import Transcriber
 from ..llm.vision import Picture
 from ..memory.assembler import Memory
@@ -80,6 +80,7 @@ class Conversation:
         async with self.coordination.turns.hold(incoming.chat):
             await self._check_limits(incoming.author, incoming.chat)
             prepared = await self.media.prepare(incoming)
+            self._check_fits(prepared)
             stored = await self._store(incoming, prepared)
             if stored.answered:
                 log.info(
@@ -128,6 +129,16 @@ class Conversation:
         if len(text) > limit:
             log.info("message of %d chars refused (MAX_INPUT_CHARS)", len(text))
             raise InputTooLong(limit)
+
+    def _check_fits(self, prepared: Prepared) -> None:
+        """A file's text that could never fit the model's window is refused before it is
+        stored (it would otherwise sit in the history, answered by no prompt)."""
+        if prepared.kind is not MessageKind.DOCUMENT:
+            return
+        cost = tokens.count_message(prepared.text, self.settings.openai_model)
+        if cost > self.memory.limit() * 9 // 10:
+            log.info("a file of %d tokens refused (the model's window)", cost)
+            raise PromptTooLong()
 
     async def _check_limits(self, author: Author | None, chat: ChatKey) -> None:
         user_id = author.user_id if author else None
