@@ -213,13 +213,17 @@ async def test_a_model_without_vision_gets_one_line_and_no_second_image_call(
     ai.vision = False
     refusals = {"llama-server": llama_server_refusal, "llama-cpp-python": llama_cpp_python_refusal}
     ai.vision_error = refusals[server]() if server in refusals else None
+    ai.vision_stream_dies = server == "llama-cpp-python"
     tg.send_photo(ALICE, PHOTO, "what is this?", user_id=ALICE)
     [line] = await texts_after(tg, 1)
     assert "can't look at pictures" in line
     assert any("VISION_MODEL" in r.getMessage() for r in caplog.records)
+    # llama-cpp-python's dead stream is asked once more without streaming, to read its error.
+    assert [r.stream for r in ai.requests] == [True, False][: 2 if ai.vision_stream_dies else 1]
     tg.send_photo(ALICE, PHOTO, "and this?", user_id=ALICE)
     assert "can't look at pictures" in (await texts_after(tg, 2))[-1]
-    assert len(ai.requests) == 1, "the refusal is remembered: no second call with an image"
+    assert all(r.images for r in ai.requests)
+    assert len(ai.requests) == 1 + ai.vision_stream_dies, "remembered: no second image call"
     downloads = len(tg.downloads)
     ai.enqueue("Text still works.")
     tg.send_text(ALICE, "hello", user_id=ALICE)

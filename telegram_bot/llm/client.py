@@ -153,7 +153,9 @@ class LLM:
             if images and not self.accepts_images(model):
                 raise VisionRefused()
             call = _Call(attach(messages, images, hint) if images else list(messages), images)
-            if stream:
+            if stream and images:
+                result = await self._stream_images(call, model, max_tokens, on_text)
+            elif stream:
                 result = await self._stream(call, model, max_tokens, on_text)
             else:
                 result = await self._complete(call, model, max_tokens)
@@ -189,6 +191,20 @@ class LLM:
                 (time.perf_counter() - started) * 1000,
                 outcome,
             )
+
+    async def _stream_images(
+        self, call: _Call, model: str, max_tokens: int | None, on_text: OnText | None
+    ) -> Completion:
+        """Streams a call with images. llama-cpp-python's server, given an image it cannot
+        take, answers 200 and its stream dies before the first chunk (measured,
+        docs/real-servers.md); asked once more without streaming, it says why (a 500)."""
+        try:
+            return await self._stream(call, model, max_tokens, on_text)
+        except ModelUnavailable:
+            result = await self._complete(call, model, max_tokens)
+            if on_text is not None and result.text:
+                on_text(result.text)
+            return result
 
     async def _complete(self, call: _Call, model: str, max_tokens: int | None) -> Completion:
         try:

@@ -58,6 +58,9 @@ class OpenAIMedia:
         self.transcriptions_supported = True
         self.vision = True
         self.vision_error: Error | None = None  # how a refusal looks (default: OpenAI's 400)
+        # llama-cpp-python: a streamed request with an image it cannot take gets a 200 whose
+        # stream dies before its first chunk (the error shows only without streaming).
+        self.vision_stream_dies = False
         self.transcriber: Callable[[TranscriptionRequest], str] = lambda r: (
             "Hello from a voice note"
         )
@@ -116,6 +119,15 @@ class OpenAIMedia:
         if self.vision_error is not None:
             return self.vision_error
         return Error(400, NO_VISION, "invalid_request_error", param="messages")
+
+
+async def dead_stream(request: web.Request) -> web.StreamResponse:
+    """A 200 event stream closed before its first event."""
+    from ._server import close_without_answer
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    return close_without_answer(request, response)
 
 
 def llama_server_refusal() -> Error:

@@ -37,7 +37,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from . import _tokens
-from ._openai_media import OpenAIMedia, image_urls
+from ._openai_media import OpenAIMedia, dead_stream, image_urls
 from ._server import (
     FakeServer,
     Journal,
@@ -427,6 +427,8 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         body, parse_error = _parse_body(await request.read())
         chat = ChatRequest(body, {k.lower(): v for k, v in request.headers.items()}, arrived)
         self._journal.append(chat)
+        if chat.stream and chat.images and not self.vision and self.vision_stream_dies:
+            return await dead_stream(request)
         rejection = (
             self._auth_error(chat.headers.get("authorization"))
             or parse_error
