@@ -100,7 +100,7 @@ class LLM:
             http_client=DefaultAioHttpClient(timeout=s.openai_timeout),
         )
 
-    async def _create(self, body: dict[str, Any]) -> Any:
+    async def _create(self, body: dict[str, Any], retries: int | None = None) -> Any:
         """POSTs /chat/completions through the SDK (its retries, auth, errors and types).
 
         `chat.completions.create` first walks the request through the SDK's TypedDict
@@ -116,7 +116,10 @@ class LLM:
             "/chat/completions",
             cast_to=object,  # the JSON as it came, without building pydantic models
             body=body,
-            options={"security": {"bearer_auth": True}},
+            options={
+                "security": {"bearer_auth": True},
+                **({"max_retries": retries} if retries is not None else {}),
+            },
             stream=stream,
             stream_cls=AsyncStream[object] if stream else None,
         )
@@ -201,15 +204,20 @@ class LLM:
         try:
             return await self._stream(call, model, max_tokens, on_text)
         except ModelUnavailable:
-            result = await self._complete(call, model, max_tokens)
+            # The dead stream leaves its pooled connection broken: the next request on it fails
+            # at once (as a timeout), so the probe may retry on a fresh one.
+            retries = max(1, self._settings.openai_max_retries)
+            result = await self._complete(call, model, max_tokens, retries)
             if on_text is not None and result.text:
                 on_text(result.text)
             return result
 
-    async def _complete(self, call: _Call, model: str, max_tokens: int | None) -> Completion:
+    async def _complete(
+        self, call: _Call, model: str, max_tokens: int | None, retries: int | None = None
+    ) -> Completion:
         try:
             response = await self._create(
-                {"model": model, "messages": call.messages, **_limit(max_tokens)}
+                {"model": model, "messages": call.messages, **_limit(max_tokens)}, retries
             )
         except Exception as exc:
             raise translate(exc, self._settings, images=bool(call.images)) from exc
