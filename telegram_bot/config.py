@@ -188,6 +188,19 @@ class Settings:
     # Empty: the main model (OPENAI_MODEL) writes the summaries.
     summary_model: str = _setting("SUMMARY_MODEL", _text, "")
 
+    # --- Voice, photos and files (issue 14) ------------------------------------------------
+    # Speech-to-text: an OpenAI-compatible POST /audio/transcriptions. Empty URL and key: the
+    # chat endpoint's (OPENAI_BASE_URL, OPENAI_API_KEY); Ollama has none, so point it elsewhere.
+    transcription_model: str = _setting("TRANSCRIPTION_MODEL", _text, "whisper-1")
+    transcription_base_url: str = _setting("TRANSCRIPTION_BASE_URL", _url, "")
+    transcription_api_key: str = _setting("TRANSCRIPTION_API_KEY", _text, "", repr=False)
+    # Longer voice notes, audio files and video notes are refused before they are downloaded.
+    max_voice_seconds: int = _setting("MAX_VOICE_SECONDS", _int(1, 86_400), 600)
+    # The model for turns with images; empty: OPENAI_MODEL.
+    vision_model: str = _setting("VISION_MODEL", _text, "")
+    # The longest text a file (text-like or PDF) may have to be read.
+    max_document_chars: int = _setting("MAX_DOCUMENT_CHARS", _int(1, 10_000_000), 40_000)
+
     @property
     def context_window(self) -> int:
         """MODEL_CONTEXT_WINDOW, or the known window of the model family (8192 otherwise)."""
@@ -196,6 +209,19 @@ class Settings:
     @property
     def summariser_model(self) -> str:
         return self.summary_model.strip() or self.openai_model
+
+    @property
+    def transcriber_base_url(self) -> str:
+        return self.transcription_base_url or self.openai_base_url
+
+    @property
+    def transcriber_api_key(self) -> str:
+        return self.transcription_api_key or self.openai_api_key
+
+    @property
+    def image_model(self) -> str:
+        """VISION_MODEL, or the chat model."""
+        return self.vision_model.strip() or self.openai_model
 
     @property
     def uses_openai(self) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import settings
 
 from tests.databases import Database, SQLiteDatabase
 from tests.fakes import FakeOpenAI, FakeTelegram
+from tests.fakes import openai as fake_openai
 from tests.harness import TOKEN, RunningBot, make_settings
 
 # A real PostgreSQL (tests/real/conftest_postgres.py), for tests anywhere in the suite: the
@@ -26,6 +28,28 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 __all__ = ["pg_dsn", "pg_server"]
+
+
+@pytest.fixture(autouse=True)
+def model_side_never_sees_the_bot_token() -> Iterator[None]:
+    """Every request any fake OpenAI server received in the test (chat completions and
+    transcriptions alike) is checked: the bot token and Telegram file URLs, which contain it,
+    must never reach a model provider, which would log them."""
+    yield
+    for server in list(fake_openai.LIVE):
+        for request in server.requests:
+            _assert_clean(json.dumps(request.body) + json.dumps(request.headers))
+        for upload in server.transcriptions:
+            _assert_clean(json.dumps([upload.fields, upload.filename, upload.headers]))
+            assert TOKEN.encode() not in upload.data
+        # Checked once: the next test sees only the servers it made.
+        fake_openai.LIVE.discard(server)
+
+
+def _assert_clean(blob: str) -> None:
+    secret = TOKEN.split(":", 1)[1]
+    assert secret not in blob, "the bot token reached the model side"
+    assert "/file/bot" not in blob, "a Telegram file URL reached the model side"
 
 
 @pytest.fixture

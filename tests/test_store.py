@@ -22,9 +22,11 @@ import asyncpg
 import pytest
 
 from telegram_bot.models import (
+    Attachment,
     Author,
     Backlog,
     ChatKey,
+    MessageKind,
     NewSummary,
     NewTurn,
     Role,
@@ -368,6 +370,36 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
     top = await store.top_chats(DAY, NEXT_DAY, 5)
     assert [chat_id for chat_id, _ in top] == [-100, 42]
     assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
+
+
+async def test_transcribed_seconds_are_booked_beside_the_tokens(store: Store) -> None:
+    await store.record_usage(CHAT, 7, DAY, 100, 20)
+    await store.record_usage(CHAT, 7, DAY, 0, 0, audio_seconds=42)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 100, 20, 42)
+    assert await store.top_chats(DAY, DAY, 1) == [(42, UsageTotals(2, 100, 20, 42))]
+
+
+async def test_a_media_turn_keeps_its_kind_duration_and_attachments(store: Store) -> None:
+    photos = (
+        Attachment(MessageKind.PHOTO, "file-1", size=1234, width=1280, height=960),
+        Attachment(MessageKind.PHOTO, "file-2", mime="image/png", name="screen.png"),
+    )
+    photo = NewTurn(
+        CHAT, Role.USER, "[2 photos: look]", 9, author=ANN, tg_message_id=5,
+        kind=MessageKind.PHOTO, attachments=photos,
+    )  # fmt: skip
+    voice = NewTurn(
+        CHAT, Role.USER, "the transcript", 5, author=ANN, tg_message_id=6,
+        kind=MessageKind.VOICE, duration=12,
+    )  # fmt: skip
+    await store.add_user_turn(photo)
+    await store.add_user_turn(voice)
+    backlog = await store.backlog(CHAT, 10_000)
+    first, second = backlog.turns
+    assert (first.kind, first.attachments, first.duration) == (MessageKind.PHOTO, photos, None)
+    assert (second.kind, second.attachments, second.duration) == (MessageKind.VOICE, (), 12)
+    question, _ = await store.last_exchange(CHAT) or (None, [])
+    assert question is not None and question.kind is MessageKind.VOICE
 
 
 async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:

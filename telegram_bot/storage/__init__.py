@@ -43,6 +43,10 @@ class Store(Protocol):
         is stored). A message without a Telegram id (the console) is always stored. Either way
         it marks the chat active again (`set_chat_active`): someone who blocked the bot and now
         writes to it can be answered.
+
+        Media (m008): the turn's `kind`, `duration` and `attachments` (metadata only: the
+        platform's file ids, never bytes or URLs) are stored with it and read back on every
+        `Turn` (`backlog`, `last_exchange`, `search_turns`...).
         """
 
     async def archive(self, chat: ChatKey) -> int:
@@ -83,10 +87,15 @@ class Store(Protocol):
         day: date,
         prompt_tokens: int,
         completion_tokens: int,
+        *,
+        audio_seconds: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
 
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
+        `audio_seconds` books a transcription (m008's `usage.audio_seconds`: speech-to-text is
+        billed by the second); `usage_totals` and `top_chats` sum it into
+        `UsageTotals.audio_seconds`.
         """
 
     async def add_reply(

@@ -20,7 +20,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role, Status, Usage
+from telegram_bot.models import (
+    Attachment,
+    Author,
+    ChatKey,
+    MessageKind,
+    NewSummary,
+    NewTurn,
+    Role,
+    Status,
+    Usage,
+)
 from telegram_bot.storage import Store
 from telegram_bot.storage.postgres.store import PostgresStore
 from telegram_bot.storage.sqlite.store import SQLiteStore
@@ -113,6 +123,16 @@ async def a_bots_life(store: Store) -> None:
     await store.add_user_turn(said(TOPIC, "topic talk", 5), chat_kind="supergroup")
     await store.add_user_turn(said(ChatKey(-100_777), "general talk", 5), chat_kind="supergroup")
     await store.archive(ChatKey(-100_777))
+    photo = Attachment(MessageKind.PHOTO, "file-1", size=1234, width=1280, height=960)
+    await store.add_user_turn(
+        NewTurn(TOPIC, Role.USER, "[photo: my garden]", 9, tg_message_id=6,
+                kind=MessageKind.PHOTO, attachments=(photo,))
+    )  # fmt: skip
+    await store.add_user_turn(
+        NewTurn(TOPIC, Role.USER, "the transcript", 5, tg_message_id=7,
+                kind=MessageKind.VOICE, duration=12)
+    )  # fmt: skip
+    await store.record_usage(TOPIC, 7, DAY, 0, 0, audio_seconds=12)
     await store.set_token_factor("gpt", 1.0)
     await store.set_token_factor("llama3", 1.27)
 

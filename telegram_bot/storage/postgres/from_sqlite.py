@@ -127,6 +127,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "float4": _of(float),
     "float8": _of(float),
     "text": _text,
+    "jsonb": _text,  # SQLite keeps JSON as text; asyncpg takes jsonb as its text
 }
 
 

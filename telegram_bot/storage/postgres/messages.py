@@ -24,10 +24,12 @@ from .connection import Database, affected
 
 _INSERT_COLUMNS = (
     "chat_id, thread_id, role, author_id, author_name, text, tokens, status, tg_message_id, "
-    "reply_to, model, prompt_tokens, completion_tokens, overheard, created_at"
+    "reply_to, model, prompt_tokens, completion_tokens, overheard, kind, duration, attachments, "
+    "created_at"
 )
-_VALUES = "$1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now()"
-# $1 chat_id, $2 thread_id, $3 the chat's kind; then the message ($4 .. $15).
+_VALUES = "$1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now()"
+# $1 chat_id, $2 thread_id, $3 the chat's kind; then the message ($4 .. $18, `values`); the
+# statements' own parameters follow from $19.
 _TOUCH_CHAT = """
     INSERT INTO chats (chat_id, thread_id, kind, created_at, updated_at)
     VALUES ($1, $2, $3, now(), now())
@@ -58,7 +60,7 @@ ADD_USER_TURN = f"""
 """
 # Of the overheard messages since the chat's last addressed one, all but the newest `keep`
 # go. The statement's snapshot does not see the message it inserts, so the older ones keep
-# `keep - 1` ($16); nothing is trimmed when the message was already stored.
+# `keep - 1` ($19); nothing is trimmed when the message was already stored.
 ADD_OVERHEARD = f"""
     WITH chat AS ({_TOUCH_CHAT}),
          stored AS ({_INSERT_USER_MESSAGE}),
@@ -68,28 +70,30 @@ ADD_OVERHEARD = f"""
                AND id > COALESCE((SELECT max(id) FROM messages WHERE chat_id = $1
                                   AND thread_id = $2 AND NOT overheard), 0)
                AND id NOT IN (SELECT id FROM messages WHERE chat_id = $1 AND thread_id = $2
-                              AND overheard ORDER BY id DESC LIMIT $16)
+                              AND overheard ORDER BY id DESC LIMIT $19)
                AND EXISTS (SELECT 1 FROM stored))
     SELECT id, true, false FROM stored
     UNION ALL {_STORED_AS_CONFLICT}
 """
-# A reply, its chat's row and the booking of its usage ($16 day, $17 user, $18 book it or not):
+# A reply, its chat's row and the booking of its usage ($19 day, $20 user, $21 book it or not):
 # one statement, so stored together or not at all.
 ADD_REPLY = f"""
     WITH chat AS ({_TOUCH_CHAT}),
          booked AS (
              INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens)
-             SELECT $16, $1, $17, 1, COALESCE($13, 0), COALESCE($14, 0) WHERE $18
+             SELECT $19, $1, $20, 1, COALESCE($13, 0), COALESCE($14, 0) WHERE $21
              ON CONFLICT (day, chat_id, user_id) DO UPDATE SET calls = usage.calls + 1,
                  prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
                  completion_tokens = usage.completion_tokens + excluded.completion_tokens)
     INSERT INTO messages ({_INSERT_COLUMNS}) VALUES ({_VALUES}) RETURNING id
 """
 BOOK_USAGE = """
-    INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens)
-    VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET
+    INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens,
+                       audio_seconds)
+    VALUES ($1, $2, $3, 1, $4, $5, $6) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET
     calls = usage.calls + 1, prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = usage.completion_tokens + excluded.completion_tokens
+    completion_tokens = usage.completion_tokens + excluded.completion_tokens,
+    audio_seconds = usage.audio_seconds + excluded.audio_seconds
 """
 # The newest live question addressed to the bot, and the live answers after it, in one row.
 LAST_EXCHANGE = f"""
@@ -107,7 +111,7 @@ LAST_EXCHANGE = f"""
 
 
 def values(turn: NewTurn, kind: str, *, overheard: bool = False) -> tuple[object, ...]:
-    """$1 .. $15 of the statements above."""
+    """$1 .. $18 of the statements above."""
     return (
         turn.chat.chat_id,
         turn.chat.thread_id,
@@ -124,6 +128,9 @@ def values(turn: NewTurn, kind: str, *, overheard: bool = False) -> tuple[object
         turn.usage.prompt_tokens or None,
         turn.usage.completion_tokens or None,
         overheard,
+        turn.kind.value,
+        turn.duration,
+        rows.attachments_to_json(turn.attachments),
     )
 
 
@@ -154,12 +161,13 @@ async def move_chat(db: asyncpg.Connection, old_chat_id: int, new_chat_id: int) 
         old_chat_id,
     )
     await db.execute(
-        "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
-        "SELECT day, $1, user_id, calls, prompt_tokens, completion_tokens FROM usage "
-        "WHERE chat_id = $2 ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
-        "calls = usage.calls + excluded.calls, "
+        "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
+        "audio_seconds) SELECT day, $1, user_id, calls, prompt_tokens, completion_tokens, "
+        "audio_seconds FROM usage WHERE chat_id = $2 ON CONFLICT (day, chat_id, user_id) "
+        "DO UPDATE SET calls = usage.calls + excluded.calls, "
         "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
-        "completion_tokens = usage.completion_tokens + excluded.completion_tokens",
+        "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
+        "audio_seconds = usage.audio_seconds + excluded.audio_seconds",
         new_chat_id,
         old_chat_id,
     )

@@ -15,8 +15,8 @@ The schema mirrors the SQLite store's (same tables, columns and names, so `migra
 column by column), in PostgreSQL's own types: `bigint` ids (Telegram's chat ids pass 2^31),
 `boolean` flags, `timestamptz` times, `date` days. p001 and p002 are SQLite's m001-m006 as they
 stand after m006 (p003 is PostgreSQL's own: the record of `migrate-db`); from then on a SQLite
-migration that changes the schema is ported as one new function here (SQLite's m007 becomes
-p004, and so on), and `migrate-db` copies its columns without further change.
+migration that changes the schema is ported as one new function here, in the order they are
+merged (SQLite's m008 is p004), and `migrate-db` copies its columns without further change.
 """
 
 from __future__ import annotations
@@ -206,10 +206,31 @@ async def p003_sqlite_imports(db: asyncpg.Connection) -> None:
     )
 
 
+async def p004_media(db: asyncpg.Connection) -> None:
+    """SQLite's m008: what kind of message a turn was (voice, photo, file), and what came with it.
+
+    A voice note is stored as its transcript, a photo as a placeholder with its caption, a file
+    as its framed text, so history, summaries and recall read them like any text. `kind` says
+    which it was ('text' for every older row), `duration` the seconds of speech, `attachments`
+    the files as the platform described them (the platform's file ids, never a download URL,
+    which holds the bot token), in the same JSON as SQLite's column, as jsonb. Transcription is
+    billed by the second, so usage books `audio_seconds`.
+    """
+    await db.execute(
+        """
+        ALTER TABLE messages ADD COLUMN kind text NOT NULL DEFAULT 'text',
+                             ADD COLUMN duration integer,
+                             ADD COLUMN attachments jsonb;
+        ALTER TABLE usage ADD COLUMN audio_seconds bigint NOT NULL DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     p001_schema,
     p002_recall,
     p003_sqlite_imports,
+    p004_media,
 )
 
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...models import Author, ChatKey, Role, Status, Summary, Turn, Usage
+from ...models import Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
+
+# The `attachments` column holds the same JSON as SQLite's (m008), so migrate-db copies it as is.
+from ..sqlite.rows import attachments_from_json, attachments_to_json
+
+__all__ = ["attachments_to_json"]
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised"
+    "tg_message_id, archived, summarised, kind, duration, attachments"
 )
 SUMMARY_COLUMNS = (
     "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
@@ -44,6 +49,9 @@ def turn(row: Sequence[Any]) -> Turn:
         tg_message_id=row[10],
         archived=row[11],
         summarised=row[12],
+        kind=MessageKind(row[13]),
+        duration=row[14],
+        attachments=attachments_from_json(row[15]),
     )
 
 

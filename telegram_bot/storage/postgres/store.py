@@ -117,10 +117,13 @@ class PostgresStore:
         day: date,
         prompt_tokens: int,
         completion_tokens: int,
+        *,
+        audio_seconds: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
+        booking = (day, chat_id, user_id or 0)
         await self.database.execute(
-            messages.BOOK_USAGE, day, chat_id, user_id or 0, prompt_tokens, completion_tokens
+            messages.BOOK_USAGE, *booking, prompt_tokens, completion_tokens, audio_seconds
         )
 
     async def usage_totals(
@@ -133,7 +136,8 @@ class PostgresStore:
     ) -> UsageTotals:
         sql = (
             "SELECT COALESCE(sum(calls), 0), COALESCE(sum(prompt_tokens), 0), "
-            "COALESCE(sum(completion_tokens), 0) FROM usage WHERE day BETWEEN $1 AND $2"
+            "COALESCE(sum(completion_tokens), 0), COALESCE(sum(audio_seconds), 0) "
+            "FROM usage WHERE day BETWEEN $1 AND $2"
         )
         params: list[Any] = [first_day, last_day]
         if user_id is not None:
@@ -149,14 +153,15 @@ class PostgresStore:
         self, first_day: date, last_day: date, limit: int
     ) -> list[tuple[int, UsageTotals]]:
         found = await self.database.fetch(
-            "SELECT chat_id, sum(calls), sum(prompt_tokens), sum(completion_tokens) FROM usage "
+            "SELECT chat_id, sum(calls), sum(prompt_tokens), sum(completion_tokens), "
+            "sum(audio_seconds) FROM usage "
             "WHERE day BETWEEN $1 AND $2 GROUP BY chat_id "
             "ORDER BY sum(prompt_tokens) + sum(completion_tokens) DESC, chat_id LIMIT $3",
             first_day,
             last_day,
             limit,
         )
-        return [(int(r[0]), UsageTotals(int(r[1]), int(r[2]), int(r[3]))) for r in found]
+        return [(int(r[0]), UsageTotals(*(int(v) for v in r[1:]))) for r in found]
 
     # -- memory: summaries and recall ----------------------------------------------------------
 
