@@ -8,6 +8,7 @@ keep-alive connection would turn that into a spurious error on the *next* reques
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -96,3 +97,27 @@ async def stream(url: str, body: dict[str, Any]) -> Streamed:
         else:
             events.append(json.loads(payload))
     return Streamed(status, content_type, raw, events, done, time.monotonic() - started)
+
+
+async def closes_after_stream(origin: str, body: dict[str, Any]) -> bool:
+    """Reads one whole streamed reply off a raw socket; then, does the server hang up?"""
+    host, port = origin.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps({**body, "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    writer.write(head.encode() + payload)
+    try:
+        received = b""
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the body
+            data = await asyncio.wait_for(reader.read(65536), 30)
+            assert data, received
+            received += data
+        try:
+            return await asyncio.wait_for(reader.read(1), 1.0) == b""
+        except TimeoutError:
+            return False
+    finally:
+        writer.close()

@@ -77,8 +77,8 @@ def _built(
     if llama.build_record(record_dir) is None:
         _say(
             config,
-            f"\nbuilding {what} into {root} (once per machine; several minutes, "
-            f"log in {root}/*.log)",
+            f"\nbuilding {what} into {root} (once per machine; 15-30 minutes on two busy "
+            f"cores; log in {root}/*.log)",
         )
     try:
         return build(root)

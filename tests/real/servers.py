@@ -5,7 +5,8 @@ log file that every failure message quotes. Start-up is bounded: the process mus
 readiness endpoint (llama-server's `/health`, which says 503 while the model loads;
 llama-cpp-python's `/v1/models`, served once uvicorn is up with the model loaded) within
 `START_TIMEOUT_SECONDS`, or it is killed and the test fails with the log's tail. The process
-gets its own session, so stopping it also stops anything it spawned.
+gets its own session, so stopping it also stops anything it spawned, and on Linux it is told to
+die with the test process, so a hard-killed run leaves no server behind.
 
 Readiness is polled with urllib, synchronously: the session fixtures that call this are plain
 functions, and the tests' own event loops come and go per test.
@@ -13,11 +14,13 @@ functions, and the tests' own event loops come and go per test.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -101,6 +104,18 @@ def llama_server_argv(binary: Path, model: Path, port: int, n_ctx: int) -> list[
     ]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM it when the test process dies.
+
+    A session killed hard (CI's timeout, a closed terminal) never runs the fixtures'
+    teardown; without this the servers would outlive it and hold their ports and memory.
+    """
+    os.setsid()
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -129,7 +144,7 @@ def start(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     server = RunningServer(name, origin, n_ctx, log_path, process, 0.0)
     while not _ready(origin + ready_path):
