@@ -100,6 +100,16 @@ class TestBothServers:
         assert closed is (real_server.name == "llama-server")
 
 
+async def test_llama_server_counts_bos_in_prompt_tokens_and_llama_cpp_python_does_not(
+    llama_cpp_python_server: RunningServer, llama_server: RunningServer
+) -> None:
+    counts = []
+    for server in (llama_cpp_python_server, llama_server):
+        reply = await request("POST", f"{server.base_url}/chat/completions", chat(SHORT))
+        counts.append(reply.json["usage"]["prompt_tokens"])
+    assert counts[1] == counts[0] + 1
+
+
 class TestLlamaCppPython:
     """`python -m llama_cpp.server`, version pinned in tests/real/llama.py."""
 
@@ -187,6 +197,8 @@ class TestLlamaCppPython:
                 "code": None,
             }
         }
+        streamed = await stream(url, chat(MID_SYSTEM))  # like an overflow: an empty 200 stream
+        assert (streamed.status, streamed.raw) == (200, b"")
 
     async def test_the_context_window_is_nowhere_to_be_read(
         self, llama_cpp_python_server: RunningServer
@@ -278,6 +290,9 @@ class TestLlamaServer:
         assert error["message"].endswith(
             "Error: Jinja Exception: System message must be at the beginning."
         )
+        streamed = await stream(f"{llama_server.base_url}/chat/completions", chat(MID_SYSTEM))
+        assert streamed.status == 400
+        assert json.loads(streamed.raw) == reply.json
 
     async def test_prompt_plus_max_tokens_past_the_window(
         self, llama_server: RunningServer
