@@ -67,7 +67,9 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .context_types(ContextTypes(context=Context))
         .request(requests)
         .get_updates_request(polling)
-        .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates, inbox))
+        .concurrent_updates(
+            ChatOrderedProcessor(settings.max_concurrent_updates, services.albums, inbox)
+        )
         .rate_limiter(FloodWait())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
@@ -119,6 +121,7 @@ async def _post_shutdown(application: BotApp) -> None:
         task.cancel()
     await asyncio.gather(*services.background, return_exceptions=True)
     await services.engine.llm.close()
+    await services.engine.media.transcriber.close()
     await services.inbox.close()
     await services.store.close()
     log.info("Bot stopped; database closed")

@@ -93,8 +93,12 @@ class Inbox:
 
     async def keep(self, raw: Sequence[dict[str, Any]]) -> set[int]:
         """Stores raw updates before they are acknowledged; returns the ids of the new ones,
-        which this process now handles. Raises whatever the store raises: then nothing is
-        acknowledged and Telegram delivers them again.
+        which this process now handles.
+
+        If the store cannot take them (its database down or locked), they are handled without
+        it, as before there was an inbox: holding them back would hold back every chat's
+        updates, and the handlers tell each user that the database is unreachable. Only a
+        crash in that moment could lose them.
 
         Batches that arrive while a write is under way (webhook calls in a burst) wait for it
         and then go together in the next one: one write for all of them, however many."""
@@ -112,7 +116,13 @@ class Inbox:
         self._queued.append((kept, waiting))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name="inbox-keep")
-        fresh = await waiting
+        try:
+            fresh = await waiting
+        except Exception as exc:  # the store's own error, whatever the backend
+            log.warning(
+                "Inbox: could not store %d updates (%s); handled without it", len(kept), exc
+            )
+            fresh = {update.update_id for update in kept}
         self._handling |= fresh
         return fresh
 

@@ -35,7 +35,13 @@ from telegram import Update
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from ..config import Settings
-from ..errors import ConfigError, StartupError, TelegramRefused, TokenRejected
+from ..errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    StartupError,
+    TelegramRefused,
+    TokenRejected,
+)
 from ..storage import claim_database
 from .app import build_application
 from .polling import PollingRequest, PollingWatch
@@ -64,6 +70,9 @@ async def run(settings: Settings) -> int:
     except StartupError as exc:
         log.error("%s", exc.describe())
         return exc.exit_code
+    except DatabaseUnavailable as exc:  # PostgreSQL at start-up: a wrong URL, a server down
+        print(f"Database error: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 class Lifecycle:

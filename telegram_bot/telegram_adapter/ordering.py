@@ -15,6 +15,7 @@ from telegram.ext import BaseUpdateProcessor
 
 from ..coordination.local import KeyedLocks
 from ..models import ChatKey
+from .albums import Albums
 from .inbox import Inbox
 from .updates import chat_key, is_stop_command
 
@@ -50,7 +51,12 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
 
     ADMIT_ALL = sys.maxsize
 
-    def __init__(self, max_concurrent_updates: int, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrent_updates: int,
+        albums: Albums | None = None,
+        inbox: Inbox | None = None,
+    ) -> None:
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be a positive integer")
         super().__init__(self.ADMIT_ALL)
@@ -58,6 +64,7 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         self.inbox = inbox
         self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._chats = KeyedLocks()
+        self.albums = albums
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         inbox = self.inbox
@@ -65,6 +72,8 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
             _discard(coroutine)
             return
         key = ordering_key(update)
+        if key is not None and self._album_follower(key, update):
+            key = None  # it only joins its album, whose first part waits for it (albums.py)
         if key is None:
             await coroutine
         else:
@@ -75,6 +84,13 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
                 await coroutine
         if inbox is not None:
             inbox.done(update)
+
+    def _album_follower(self, key: ChatKey, update: object) -> bool:
+        message = update.effective_message if isinstance(update, Update) else None
+        if self.albums is None or message is None or not message.media_group_id:
+            return False
+        assert isinstance(update, Update)
+        return not self.albums.arrive(key, message.media_group_id, update.update_id)
 
     async def initialize(self) -> None:
         """Nothing to set up: locks are created on demand."""

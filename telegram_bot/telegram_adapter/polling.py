@@ -5,8 +5,7 @@ python-telegram-bot acknowledges a batch with the offset of its next getUpdates 
 batch is safe once `PollingRequest.post` has returned it: that is where each batch is stored,
 in one write (`Inbox.keep`), in `do_request`, the method a `BaseRequest` implements (the
 getUpdates request serves nothing else; `post` is final). The batch is parsed here once more
-than the library does (about 3 µs per update). If the store fails, the batch is reported as a
-network error: the offset does not move and Telegram sends it again.
+than the library does (about 3 µs per update).
 
 `PollingWatch` is the polling loop's error callback. A network fault, a 5xx, flood control or
 a body that is not JSON is one WARNING line while polling goes on with back-off. 409 Conflict
@@ -26,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from telegram.error import Conflict, NetworkError, TelegramError
+from telegram.error import Conflict, TelegramError
 from telegram.request import BaseRequest, RequestData
 
 from ..errors import AlreadyRunning, StartupError
@@ -84,10 +83,7 @@ class PollingRequest(AiohttpRequest):
             return  # python-telegram-bot reports it
         if not isinstance(batch, list) or not batch:
             return
-        try:
-            fresh = await self.inbox.keep(batch)
-        except Exception as exc:  # the store's own error: Telegram keeps the batch
-            raise NetworkError(f"could not store the updates ({exc})") from None
+        fresh = await self.inbox.keep(batch)
         if len(fresh) < len(batch):
             self.inbox.skip_duplicates(
                 update["update_id"] for update in batch if update["update_id"] not in fresh

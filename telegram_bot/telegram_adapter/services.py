@@ -18,6 +18,7 @@ from ..config import Settings
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
+from .albums import Albums
 from .inbox import Inbox
 from .transport import AiohttpRequest
 
@@ -34,6 +35,7 @@ class Services:
     bot_username: str = ""
     transports: tuple[AiohttpRequest, ...] = ()  # closed even when start-up fails
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    albums: Albums = field(default_factory=Albums)  # photos sent together, being gathered
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs work off the critical path; cancelled at shutdown if still running."""

@@ -9,7 +9,7 @@ hooks (health, draining, the inbox before the 200) we would have to graft on. He
 1. the secret: `X-Telegram-Bot-Api-Secret-Token` must equal WEBHOOK_SECRET_TOKEN (compared in
    constant time), else 403 and nothing is read or kept;
 2. the inbox: the update is stored (`Inbox.keep`) before the 200, which is Telegram's
-   acknowledgement; if it cannot be stored the answer is 503 and Telegram sends it again;
+   acknowledgement (if the database is down, it is handled without, as `Inbox.keep` says);
 3. the queue: a new update goes on the application's queue, as the polling loop's do (a
    redelivered one is answered 200 and not handled again), and the 200 goes back at once, so
    Telegram can send the chat's next update while this one's reply is written.
@@ -108,11 +108,7 @@ class WebhookServer:
             return web.Response(status=400, text="not JSON")
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="not an update")
-        try:
-            fresh = await self.inbox.keep([data])
-        except Exception as exc:  # the store's own error: Telegram will send it again
-            log.warning("Webhook: could not store update %s (%s)", data["update_id"], exc)
-            return web.Response(status=503, text="try again")
+        fresh = await self.inbox.keep([data])
         if fresh:
             try:
                 update = Update.de_json(data, self.application.bot)
