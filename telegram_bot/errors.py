@@ -66,6 +66,14 @@ class ModelStreamInterrupted(ModelError):
         self.partial = partial
 
 
+class AnswerTooLong(ModelError):
+    """The answer was cut off here: it grew longer than I may send for one question."""
+
+
+class AnswerTooSlow(ModelError):
+    """The answer was cut off here: the model took too long to finish it."""
+
+
 class EmptyCompletion(ModelError):
     """The model returned an empty answer. Please rephrase or try again."""
 
@@ -103,6 +111,30 @@ class NothingToRetry(BotError):
 
 class NotYourQuestion(BotError):
     """Only the person who asked (or a group admin) can ask for a new answer to that."""
+
+
+class AnswerNotDelivered(BotError):
+    """My answer could not be delivered (Telegram did not take it). Send /retry to get it."""
+
+
+class StorageError(BotError):
+    """The bot's storage is failing, so your message was not saved. Please try again later."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause  # what the database said, for the log (never shown to the user)
+
+
+class StorageFull(StorageError):
+    """The bot's storage is full, so your message was not saved. Please try again later."""
+
+
+class StorageBusy(StorageError):
+    """The bot's storage is busy, so your message was not saved. Please send it again."""
+
+
+class AnswerNotSaved(BotError):
+    """The bot's storage is failing, so this answer was not saved: I will not remember it."""
 
 
 class UnsupportedMessage(BotError):

@@ -83,6 +83,7 @@ class Turn:
     tg_message_id: int | None = None
     archived: bool = False
     summarised: bool = False
+    undelivered: bool = False  # stored, but Telegram has not confirmed it (m010)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class NewTurn:
     reply_to: int | None = None
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
+    undelivered: bool = False  # a reply stored before it is sent (`Store.mark_delivered`)
 
 
 @dataclass(frozen=True, slots=True)

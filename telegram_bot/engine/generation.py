@@ -6,12 +6,14 @@ interface), so /stop, the Stop button or shutdown can cancel it, which closes th
 stream; the text so far is kept and stored as `stopped` or `partial`. A context-length error
 from the server raises the learned token factor and retries once with a squeezed prompt. The
 reply is stored once, when it is complete or cut short, together with what it cost
-(`Store.add_reply`), so the database never holds a half-written turn.
+(`Store.add_reply`), so the database never holds a half-written turn; it is stored before it
+is delivered, marked undelivered until the sink has delivered it (`Store.mark_delivered`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import tokens
 from ..clock import today
-from ..errors import ContextTooLong, ModelStreamInterrupted, ReplyInterrupted
+from ..errors import (
+    AnswerNotSaved,
+    ContextTooLong,
+    ModelStreamInterrupted,
+    ReplyInterrupted,
+    StorageError,
+)
 from ..memory.compose import Prompt, Unfolded
 from ..models import NewTurn, Role, Status, Turn, Usage
 from .turns import Incoming, Reply, ReplySink
@@ -227,13 +235,13 @@ class ReplyWriter:
         model: str | None = None,
         replaces: Sequence[int] = (),
     ) -> Reply:
-        """Delivers the reply, then stores it once, even when delivery fails."""
-        message_id: int | None = None
+        """Stores the reply (marked undelivered), delivers it, then marks it delivered: a
+        delivery that fails or waits, or a crash in between, never loses the answer."""
+        count = tokens.count_message(text, self.settings.openai_model)
+        author_id = incoming.author.user_id if incoming.author else None
+        turn_id: int | None = None
+        unsaved: StorageError | None = None
         try:
-            message_id = await sink.final(text, status)
-        finally:
-            count = tokens.count_message(text, self.settings.openai_model)
-            author_id = incoming.author.user_id if incoming.author else None
             turn_id = await self.store.add_reply(
                 NewTurn(
                     chat=incoming.chat,
@@ -241,10 +249,10 @@ class ReplyWriter:
                     text=text,
                     tokens=count,
                     status=status,
-                    tg_message_id=message_id,
                     reply_to=user_turn_id,
                     model=model,
                     usage=usage or Usage(),
+                    undelivered=True,
                 ),
                 user_id=author_id,
                 day=today(),
@@ -252,6 +260,15 @@ class ReplyWriter:
             )
             if replaces:
                 await self.store.supersede(replaces, turn_id)
+        except StorageError as exc:  # logged by the store; the answer still goes out
+            if turn_id is None:
+                unsaved = exc
+        message_id = await sink.final(text, status)
+        if unsaved is not None:
+            raise AnswerNotSaved() from unsaved
+        if turn_id is not None:
+            with contextlib.suppress(StorageError):  # logged; /retry would send it again
+                await self.store.mark_delivered(turn_id, message_id)
         return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
 
 

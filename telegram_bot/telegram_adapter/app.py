@@ -25,7 +25,6 @@ from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..llm.client import LLM
 from ..storage import Store, open_store
-from .flood import FloodWait
 from .handlers import register
 from .handlers.commands import publish_commands
 from .handlers.membership import log_privacy_mode
@@ -61,7 +60,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .request(AiohttpRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0))
         .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=60.0))
         .concurrent_updates(ChatOrderedProcessor(settings.max_concurrent_updates))
-        .rate_limiter(FloodWait())
+        .rate_limiter(services.flood)
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
@@ -104,6 +103,7 @@ def _begin_shutdown(application: BotApp, sig: signal.Signals) -> None:
             log.warning("Shutdown: %d replies cut short and stored as partial", count)
 
     services.spawn(interrupt_after_grace(), name="shutdown-grace")
+    services.flood.begin_shutdown(grace)  # no delivery waits past the grace period
     application.stop_running()
 
 

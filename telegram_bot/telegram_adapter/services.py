@@ -18,6 +18,7 @@ from ..config import Settings
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
+from .flood import FloodWait
 
 _KEY = "services"
 
@@ -30,6 +31,7 @@ class Services:
     guard: Guard  # the allowlist, refusal pacing, group admins, persona presets
     bot_username: str = ""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    flood: FloodWait = field(default_factory=FloodWait)  # every wait before sending again
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs work off the critical path; cancelled at shutdown if still running."""

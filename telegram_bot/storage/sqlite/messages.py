@@ -29,7 +29,7 @@ _WAKE_CHAT = "UPDATE chats SET active = 1 WHERE chat_id = ? AND active = 0"
 _INSERT_MESSAGE = (
     "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, tokens, "
     "status, tg_message_id, reply_to, model, prompt_tokens, completion_tokens, overheard, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, undelivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The conflict target names m006's partial index (its columns and its WHERE). Not RETURNING:
 # `cursor.rowcount` (sqlite3_changes) says whether the row went in on any SQLite with upsert,
@@ -85,6 +85,7 @@ def _values(turn: NewTurn, now: float, *, overheard: bool = False) -> tuple[obje
         turn.usage.completion_tokens or None,
         int(overheard),
         now,
+        int(turn.undelivered),
     )
 
 

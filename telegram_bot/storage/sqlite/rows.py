@@ -14,7 +14,7 @@ from ...models import Author, ChatKey, Role, Status, Summary, Turn, Usage
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised"
+    "tg_message_id, archived, summarised, undelivered"
 )
 SUMMARY_COLUMNS = (
     "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
@@ -41,6 +41,7 @@ def turn(row: Sequence[Any]) -> Turn:
         tg_message_id=row[10],
         archived=bool(row[11]),
         summarised=bool(row[12]),
+        undelivered=bool(row[13]),
     )
 
 

@@ -55,6 +55,12 @@ class SQLiteStore:
             lambda db: messages.add_reply(db, turn, user_id, day, chat_kind, now)
         )
 
+    async def mark_delivered(self, turn_id: int, tg_message_id: int | None) -> None:
+        await self._conn.execute(
+            "UPDATE messages SET undelivered = 0, tg_message_id = ? WHERE id = ?",
+            (tg_message_id, turn_id),
+        )
+
     async def archive(self, chat: ChatKey) -> int:
         return await self._conn.execute(
             "UPDATE messages SET archived = 1 WHERE chat_id = ? AND thread_id = ? AND archived = 0",
