@@ -67,11 +67,11 @@ class ModelStreamInterrupted(ModelError):
 
 
 class AnswerTooLong(ModelError):
-    """The answer was cut off here: it grew longer than I may send for one question."""
+    """The answer was cut off here because it grew too long."""
 
 
 class AnswerTooSlow(ModelError):
-    """The answer was cut off here: the model took too long to finish it."""
+    """The answer was cut off here because the model took too long to finish it."""
 
 
 class EmptyCompletion(ModelError):

@@ -3,7 +3,9 @@ call ends.
 
 The call runs as a task of its own, registered with `RunningReplies` (a coordination
 interface), so /stop, the Stop button or shutdown can cancel it, which closes the model's
-stream; the text so far is kept and stored as `stopped` or `partial`. A context-length error
+stream; the text so far is kept and stored as `stopped` or `partial`. The same cut ends an
+answer that passes ANSWER_TIMEOUT or MAX_ANSWER_CHARS, however the server streams (one that
+never stops, or trickles under the read timeout). A context-length error
 from the server raises the learned token factor and retries once with a squeezed prompt. The
 reply is stored once, when it is complete or cut short, together with what it cost
 (`Store.add_reply`), so the database never holds a half-written turn; it is stored before it
@@ -23,8 +25,12 @@ from .. import tokens
 from ..clock import today
 from ..errors import (
     AnswerNotSaved,
+    AnswerTooLong,
+    AnswerTooSlow,
     ContextTooLong,
+    ModelError,
     ModelStreamInterrupted,
+    ModelTimeout,
     ReplyInterrupted,
     StorageError,
 )
@@ -59,11 +65,13 @@ class Progress:
 
 @dataclass(slots=True)
 class _StopRequest:
-    """Why a running call was stopped, and the line to post once its text is delivered."""
+    """Why a running call was stopped, and the line to post once its text is delivered (or
+    the error to raise: an answer cut at ANSWER_TIMEOUT or MAX_ANSWER_CHARS)."""
 
     task: asyncio.Future[Any] | None = None
     status: Status | None = None
     notice: str | None = None
+    error: ModelError | None = None
 
     def __call__(self, status: Status, notice: str | None) -> None:
         if self.status is not None:
@@ -71,6 +79,12 @@ class _StopRequest:
         self.status, self.notice = status, notice
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def cut(self, error: ModelError) -> None:
+        """Ends the answer where it is, as cut short, with `error`'s line below it."""
+        if self.status is None:
+            self.error = error
+            self(Status.PARTIAL, None)
 
 
 class ReplyWriter:
@@ -99,10 +113,16 @@ class ReplyWriter:
         *,
         progress: Progress | None = None,
     ) -> Reply:
-        """Calls the model and stores its reply, however the call ends."""
+        """Calls the model and stores its reply, however the call ends. The answer is cut
+        short at MAX_ANSWER_CHARS or ANSWER_TIMEOUT, like a stop, whatever the server does."""
         progress = progress or Progress()
+        request = _StopRequest()
+        limit = self.settings.answer_chars
 
         def on_text(text: str) -> None:
+            if len(text) > limit:
+                text = text[:limit]
+                request.cut(AnswerTooLong())
             progress.text = text
             sink.partial(text)
 
@@ -116,6 +136,7 @@ class ReplyWriter:
             completion = await self._stoppable(
                 incoming,
                 lambda: self._ask(incoming, persona, user_turn_id, on_text, progress, question),
+                request,
             )
         except ModelStreamInterrupted as exc:
             if exc.partial:
@@ -137,6 +158,8 @@ class ReplyWriter:
                 reply = await finish(progress.text, stop.status)
             if stop.notice:  # in the chat's turn: below the stopped text, before what is queued
                 await sink.send_notice(stop.notice)
+            if stop.error is not None:  # cut at a bound: the text is kept, the line explains
+                raise (stop.error if progress.text else ModelTimeout()) from None
             if stop.status is Status.PARTIAL:
                 raise ReplyInterrupted() from None
             return reply
@@ -200,12 +223,15 @@ class ReplyWriter:
         return completion
 
     async def _stoppable(
-        self, incoming: Incoming, call: Callable[[], Awaitable[Completion]]
+        self, incoming: Incoming, call: Callable[[], Awaitable[Completion]], request: _StopRequest
     ) -> Completion:
-        """Runs the model call as its own task, registered so a stop can cancel it."""
+        """Runs the model call as its own task, registered so a stop can cancel it, and cut at
+        the answer's deadline."""
         author_id = incoming.author.user_id if incoming.author else None
-        request = _StopRequest()
         await self.replies.begin(incoming.chat, author_id, request)
+        deadline = asyncio.get_running_loop().call_later(
+            self.settings.answer_deadline, request.cut, AnswerTooSlow()
+        )
         try:
             request.task = task = asyncio.ensure_future(call())
             if request.status is not None:  # stopped before the call even started
@@ -215,8 +241,9 @@ class ReplyWriter:
             current = asyncio.current_task()
             if request.status is None or (current is not None and current.cancelling()):
                 raise
-            raise _Stopped(request.status, request.notice) from None
+            raise _Stopped(request.status, request.notice, request.error) from None
         finally:
+            deadline.cancel()
             await self.replies.end(incoming.chat)
 
     def _estimate(self, prompt_tokens: int, text: str) -> Usage:
@@ -275,7 +302,10 @@ class ReplyWriter:
 class _Stopped(Exception):
     """Internal: the model call was stopped on purpose (status says why)."""
 
-    def __init__(self, status: Status, notice: str | None = None) -> None:
+    def __init__(
+        self, status: Status, notice: str | None = None, error: ModelError | None = None
+    ) -> None:
         super().__init__(status.value)
         self.status = status
         self.notice = notice
+        self.error = error
