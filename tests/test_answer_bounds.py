@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from telegram_bot.config import load_settings
 from tests.fakes import Chunks, Endless, FakeOpenAI, FakeTelegram
-from tests.harness import RunningBot, eventually
+from tests.harness import TOKEN, RunningBot, eventually
 from tests.test_private_chat import ALICE, ask, final_messages
 
 Query = Callable[..., list[tuple[Any, ...]]]
@@ -96,3 +97,11 @@ async def test_a_model_silent_past_the_answer_deadline_times_out(
         assert db("SELECT role FROM messages") == [("user",)]
     finally:
         await running.stop()
+
+
+def test_the_bounds_follow_the_timeout_and_the_output_cap_unless_set() -> None:
+    keys = {"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-x"}
+    s = load_settings({**keys, "OPENAI_TIMEOUT": "100", "MAX_OUTPUT_TOKENS": "500"}, None)
+    assert (s.answer_deadline, s.answer_chars) == (300.0, 8000)
+    s = load_settings({**keys, "ANSWER_TIMEOUT": "45", "MAX_ANSWER_CHARS": "9000"}, None)
+    assert (s.answer_deadline, s.answer_chars) == (45.0, 9000)
