@@ -2,9 +2,10 @@
 
 Shared by a message's answer and /retry: the engine writes into a sink (`sinks.py`); a
 `BotError` (the model failed, a limit, input too long...) becomes its one line in the chat and
-a log line; a chat that cannot receive messages is marked inactive; a group that became a
-supergroup mid-reply gets the answer in its new chat; an answer the Bot API would not take
-after the sender's retries (stored, marked undelivered) is announced with a /retry hint.
+a log line (in a group, a refusal at most once per user per REFUSAL_INTERVAL); a chat that
+cannot receive messages is marked inactive; a group that became a supergroup mid-reply gets
+the answer in its new chat; an answer the Bot API would not take after the sender's retries
+(stored, marked undelivered) is announced with a /retry hint.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
+from telegram.constants import ChatType
 from telegram.error import ChatMigrated, TelegramError
 
 from ..engine.turns import Reply
-from ..errors import AnswerNotDelivered, BotError, ModelError
+from ..errors import AnswerNotDelivered, BotError, InputTooLong, LimitReached, ModelError
 from ..models import ChatKey
 from .flood import is_transient
 from .migration import redeliver_after_migration
@@ -42,7 +44,8 @@ async def answer(
         except BotError as exc:
             if isinstance(exc, ModelError):
                 log.warning("chat=%s model error: %s", key, type(exc).__name__)
-            await sink.send_notice(exc.describe())
+            if not _said_recently(update, context, exc):
+                await sink.send_notice(exc.describe())
     except ChatUnavailable as exc:  # from the answer or from the notice
         log.info("chat=%s cannot receive messages (%s); marking it inactive", key, exc)
         await context.services.store.set_chat_active(key.chat_id, False)
@@ -55,6 +58,26 @@ async def answer(
         await _undelivered(sink, key, exc)
     finally:
         await sink.close()
+
+
+def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
+    """In a group, a refusal (a usage limit, a message too long) is said to each user at most
+    once per REFUSAL_INTERVAL, as the allowlist's are, so a burst of mentions cannot become a
+    burst of refusals. The engine refuses and logs every one; how often a chat is told is the
+    adapter's call: a private chat (and the console) hears every refusal, only its own user
+    is there to be spammed."""
+    chat = update.effective_chat
+    if not isinstance(exc, LimitReached | InputTooLong) or chat is None:
+        return False
+    if chat.type == ChatType.PRIVATE:
+        return False
+    message = update.effective_message
+    as_chat = message is not None and message.sender_chat is not None
+    user = None if as_chat or update.effective_user is None else update.effective_user.id
+    if context.services.guard.refusals.should_answer(("refusal", chat.id, user)):
+        return False
+    log.debug("chat=%s user=%s refused again (%s); not saying it again", chat.id, user, exc)
+    return True
 
 
 async def _undelivered(sink: TelegramReply, key: ChatKey, exc: TelegramError) -> None:
