@@ -165,4 +165,4 @@ def open_store(settings: Settings) -> Store:
     # A backend's modules load only when it is chosen (PostgreSQL's driver is an optional extra).
     from .sqlite.store import SQLiteStore
 
-    return SQLiteStore(settings.database_path)
+    return SQLiteStore(settings.database_path, busy_timeout=settings.database_busy_timeout)

@@ -21,9 +21,9 @@ from .connection import Connection
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
         self.path = path
-        self._conn = Connection(path)
+        self._conn = Connection(path, busy_timeout)
 
     async def open(self) -> None:
         await self._conn.open()
