@@ -3,6 +3,7 @@ line saying so, the log names the cause, and other chats are served where the st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -17,7 +18,7 @@ import pytest
 
 from telegram_bot.storage.sqlite.store import SQLiteStore
 from telegram_bot.telegram_adapter.services import services_of
-from tests.fakes import FakeOpenAI, FakeTelegram
+from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram, Reply
 from tests.harness import RunningBot, eventually, make_settings
 from tests.test_private_chat import ALICE, BOB, ask, final_messages
 
@@ -92,9 +93,9 @@ async def test_a_full_database_refuses_with_the_storage_line_and_serves_reads(
     )
     store = services_of(bot.application).store
     assert isinstance(store, SQLiteStore)
-    await store._conn.execute("VACUUM")  # no free pages left inside the file
+    await store._conn.rows("VACUUM")  # no free pages left inside the file
     [(pages,)] = db("PRAGMA page_count")
-    await store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is full now
+    await store._conn.rows(f"PRAGMA max_page_count = {pages}")  # the "disk" is full now
     with caplog.at_level(logging.ERROR):
         [notice] = await ask(tg, ALICE, "a long message " * 400)  # needs new pages
         [usage] = await ask(tg, BOB, "/usage")
@@ -103,10 +104,36 @@ async def test_a_full_database_refuses_with_the_storage_line_and_serves_reads(
     assert "Your usage" in tg.visible_text(usage), "reads are still served"
     assert "full" in caplog.text and "Traceback" not in caplog.text
     assert db(USERS) == [("a first message",)]
-    await store._conn.execute(f"PRAGMA max_page_count = {2**31}")  # space freed
+    await store._conn.rows(f"PRAGMA max_page_count = {2**31}")  # space freed
     ai.enqueue("Saved this time.")
     [reply] = await ask(tg, ALICE, "a long message " * 400)
     assert tg.visible_text(reply) == "Saved this time."
+
+
+async def test_an_answer_that_cannot_be_stored_is_still_delivered_with_a_line(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    answer = "A long answer that the disk has no room for. " * 300
+    ready = asyncio.Event()
+
+    async def when_ready(_request: ChatRequest) -> Reply:
+        await ready.wait()
+        return Reply(answer, chunk_chars=2000)
+
+    ai.responder = when_ready
+    tg.send_text(ALICE, "short?", user_id=ALICE)
+    await ai.wait_for_requests(1)  # the question is stored; now the disk fills up
+    store = services_of(bot.application).store
+    assert isinstance(store, SQLiteStore)
+    await store._conn.rows("VACUUM")
+    [(pages,)] = db("PRAGMA page_count")
+    await store._conn.rows(f"PRAGMA max_page_count = {pages}")
+    ready.set()
+    await tg.wait_for("sendMessage", lambda c: "saved" in tg.visible_text(c))
+    *parts, notice = final_messages(tg, ALICE)
+    assert " ".join(tg.visible_text(p) for p in parts) == answer.strip(), "delivered whole"
+    assert "this answer was not saved" in tg.visible_text(notice)
+    assert db("SELECT role FROM messages") == [("user",)]
 
 
 def query(path: Path, sql: str) -> list[tuple[Any, ...]]:

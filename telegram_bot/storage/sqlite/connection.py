@@ -103,7 +103,7 @@ class Connection:
             for pragma in PRAGMAS:
                 await db.execute(pragma)
             await migrate(db)
-            await db.execute("PRAGMA busy_timeout=0")  # a lock is waited for by `_run`
+            await db.execute_fetchall("PRAGMA busy_timeout=0")  # a lock is waited for by `_run`
         except BaseException:
             await db.close()
             raise
