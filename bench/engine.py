@@ -7,15 +7,27 @@ process CPU per reply (both threads). The full benchmark's CPU figure is dominat
 openai SDK and python-telegram-bot and swings with the machine's load; this isolates what
 changes to the store, memory and engine cost, so two commits can be compared with a few runs
 each (`PYTHONPATH=<checkout> python -m bench.engine`).
+
+`--postgres URL` runs the same probe on the PostgreSQL store too, in the same process, the two
+backends taking turns for `--rounds` rounds (a fresh database each time, made and dropped on
+the server URL names, so its user must be allowed to CREATE DATABASE); `--postgres auto`
+starts a throwaway cluster from the local binaries as the tests do. For PostgreSQL it also
+prints the CPU its server processes spent on the bot's connections, when the server runs on
+this machine (/proc), since that work is no longer inside the bot's process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import os
 import resource
+import statistics
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +41,7 @@ from telegram_bot.storage import open_store
 
 MODEL = "gpt-4o-mini"
 ANSWER = "Sure - here is a short answer to that question, with a few words more."
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class InstantModel:
@@ -54,19 +67,68 @@ class Delivered:
         """Nothing to deliver in this probe."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Result:
+    cpu_ms: float  # this process, per reply
+    wall_ms: float  # elapsed, per reply (all chats at once)
+    server_cpu_ms: float | None = None  # PostgreSQL's backends, per reply, when local
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-async def probe(chats: int, messages: int) -> float:
-    """Milliseconds of process CPU per reply."""
+def _process_cpu(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class ServerCPU:
+    """CPU of the PostgreSQL backends serving one database, read from /proc (local servers)."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        self.admin_url, self.database = admin_url, database
+        self.seen: dict[int, float] = {}
+
+    async def sample(self) -> dict[int, float]:
+        import asyncpg
+
+        connection = await asyncpg.connect(self.admin_url)
+        try:
+            pids = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
+            )
+        finally:
+            await connection.close()
+        found = {row[0]: _process_cpu(row[0]) for row in pids}
+        return {pid: cpu for pid, cpu in found.items() if cpu is not None}
+
+    async def start(self) -> None:
+        self.seen = await self.sample()
+
+    async def spent(self) -> float | None:
+        now = await self.sample()
+        if not now:
+            return None
+        return sum(cpu - self.seen.get(pid, 0.0) for pid, cpu in now.items())
+
+
+async def measure(
+    chats: int, messages: int, database_url: str = "", server: ServerCPU | None = None
+) -> Result:
+    """Per reply: this process's CPU, the time, and PostgreSQL's backends' CPU (`server`)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     settings = Settings(
         telegram_bot_token="1:probe",
         openai_api_key="probe",
         openai_model=MODEL,
         database_path=folder / "bot.sqlite3",
+        database_url=database_url,
         streaming=False,
     )
     tokens.warm(MODEL)
@@ -84,26 +146,102 @@ async def probe(chats: int, messages: int) -> float:
             await engine.respond(incoming, Delivered())
 
     await asyncio.gather(*(talk(100_000 + c, 1) for c in range(50)))  # warm-up, uncounted
-    started = cpu_seconds()
+    if server is not None:
+        await server.start()
+    started, clock = cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(talk(c + 1, messages) for c in range(chats)))
-    spent = cpu_seconds() - started
+    spent, elapsed = cpu_seconds() - started, time.perf_counter() - clock
+    server_spent = await server.spent() if server is not None else None
     await store.close()
-    return spent / (chats * messages) * 1000
+    replies = chats * messages
+    return Result(
+        spent / replies * 1000,
+        elapsed / replies * 1000,
+        None if server_spent is None else server_spent / replies * 1000,
+    )
+
+
+@contextlib.contextmanager
+def postgres_server(url: str) -> Iterator[str]:
+    """The admin URL of the server to use: `url`, or a throwaway cluster for 'auto'."""
+    if url != "auto":
+        yield url
+        return
+    from tests.real.postgres import find_bin_dir, throwaway_cluster
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("--postgres auto: no initdb/pg_ctl found (see docs/postgres.md)")
+    with throwaway_cluster(bin_dir) as server:
+        print(f"PostgreSQL: {server.origin}")
+        yield server.dsn
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres(admin_url: str) -> AsyncIterator[tuple[str, ServerCPU]]:
+    from tests.real.postgres import PostgresServer, fresh_database
+
+    server = PostgresServer(dsn=admin_url, origin="bench")
+    async with fresh_database(server, "bench_engine") as dsn:
+        yield dsn, ServerCPU(admin_url, dsn.rsplit("/", 1)[1])
+
+
+async def on_postgres(admin_url: str, chats: int, messages: int) -> Result:
+    async with fresh_postgres(admin_url) as (dsn, server):
+        return await measure(chats, messages, dsn, server)
+
+
+def run(work: Callable[[], Coroutine[Any, Any, Result]]) -> Result:
+    """Runs one measurement on the bot's own event loop (uvloop where installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - the bot uses uvloop where it is installed
+        return asyncio.run(work())
+    return uvloop.run(work())
+
+
+def _median(results: list[Result], field: str) -> str:
+    values = [getattr(r, field) for r in results]
+    if any(v is None for v in values):
+        return "-"
+    shown = ", ".join(f"{v:.3f}" for v in values)
+    return f"{statistics.median(values):.3f} ({shown})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chats", type=int, default=500)
     parser.add_argument("--messages", type=int, default=4)
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also on PostgreSQL: a server URL, or 'auto'"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, backends taking turns")
     args = parser.parse_args()
-    work = probe(args.chats, args.messages)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - the bot uses uvloop where it is installed
-        spent = asyncio.run(work)
-    else:
-        spent = uvloop.run(work)
-    print(f"{spent:.3f} ms CPU per reply (engine only)")
+    if not args.postgres:
+        results = [run(lambda: measure(args.chats, args.messages)) for _ in range(args.rounds)]
+        print(f"{statistics.median(r.cpu_ms for r in results):.3f} ms CPU per reply (engine only)")
+        return
+    by_backend: dict[str, list[Result]] = {"sqlite": [], "postgres": []}
+    with postgres_server(args.postgres) as admin_url:
+        for round_ in range(1, args.rounds + 1):
+            sqlite = run(lambda: measure(args.chats, args.messages))
+            postgres = run(lambda: on_postgres(admin_url, args.chats, args.messages))
+            by_backend["sqlite"].append(sqlite)
+            by_backend["postgres"].append(postgres)
+            print(
+                f"round {round_}: CPU per reply {sqlite.cpu_ms:.3f} ms on SQLite, "
+                f"{postgres.cpu_ms:.3f} ms on PostgreSQL "
+                f"(+ {postgres.server_cpu_ms or 0:.3f} ms in its server)",
+                flush=True,
+            )
+    print(
+        f"{args.chats} chats x {args.messages} messages, {args.rounds} rounds; medians (each round)"
+    )
+    print("| backend | engine CPU per reply, ms | wall per reply, ms | server CPU per reply, ms |")
+    print("| --- | --- | --- | --- |")
+    for name, results in by_backend.items():
+        cpu, wall = _median(results, "cpu_ms"), _median(results, "wall_ms")
+        print(f"| {name} | {cpu} | {wall} | {_median(results, 'server_cpu_ms')} |")
 
 
 if __name__ == "__main__":

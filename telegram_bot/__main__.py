@@ -3,6 +3,8 @@
     python -m telegram_bot            run the bot with long polling
     python -m telegram_bot chat       talk to the model from the terminal, same memory
     python -m telegram_bot check      validate the settings and exit
+    python -m telegram_bot migrate-db --to postgresql://...
+                                      copy the SQLite database (DATABASE_PATH) into PostgreSQL
 
 A missing or malformed setting exits with code 2 and one line naming it; never a traceback.
 """
@@ -13,16 +15,23 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
-from .config import Settings, load_settings
-from .errors import ConfigError
+from .config import (
+    Settings,
+    database_url_secrets,
+    describe_database_url,
+    load_settings,
+    parse_database_url,
+)
+from .errors import ConfigError, DatabaseCopyRefused, DatabaseUnavailable
 
 log = logging.getLogger("telegram_bot")
 
 
-def _settings(require_token: bool) -> Settings:
+def _settings(require_token: bool, require_model: bool = True) -> Settings:
     try:
-        return load_settings(require_token=require_token)
+        return load_settings(require_token=require_token, require_model=require_model)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -52,20 +61,58 @@ def run_bot(settings: Settings) -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     stop_gracefully_on_signals(application)
-    application.run_polling(
-        allowed_updates=Update.ALL_TYPES, drop_pending_updates=False, stop_signals=None
-    )
+    try:
+        application.run_polling(
+            allowed_updates=Update.ALL_TYPES, drop_pending_updates=False, stop_signals=None
+        )
+    except DatabaseUnavailable as exc:  # at start-up: a wrong DATABASE_URL, a server down
+        print(f"Database error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def migrate_db(settings: Settings, to: str | None, source: Path | None) -> int:
+    """Copies the SQLite database into PostgreSQL and prints the counts, table by table."""
+    from .storage.postgres.from_sqlite import copy_sqlite_to_postgres
+
+    try:
+        url = parse_database_url(to or "")
+    except ValueError as exc:
+        print(f"migrate-db --to: expected {exc}", file=sys.stderr)
+        return 2
+    path = source or settings.database_path
+    print(f"Copying {path} into PostgreSQL at {describe_database_url(url)}")
+    try:
+        report = copy_sqlite_to_postgres(path, url)
+    except (DatabaseCopyRefused, DatabaseUnavailable) as exc:
+        print(f"Cannot copy: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0 if report.matches else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="telegram-bot", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "chat", "check"))
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=("run", "chat", "check", "migrate-db")
+    )
+    parser.add_argument("--to", metavar="POSTGRESQL_URL", help="migrate-db: the target database")
+    parser.add_argument(
+        "--from", dest="source", type=Path, metavar="SQLITE_FILE", help="migrate-db: the source"
+    )
     args = parser.parse_args(argv)
-    settings = _settings(require_token=args.command != "chat")
+    migrating = args.command == "migrate-db"
+    settings = _settings(
+        require_token=args.command not in ("chat", "migrate-db"), require_model=not migrating
+    )
     from .logs import setup_logging
 
-    setup_logging(settings.log_level, (settings.telegram_bot_token, settings.openai_api_key))
+    secrets = [settings.telegram_bot_token, settings.openai_api_key]
+    for url in (settings.database_url, args.to or ""):
+        secrets += database_url_secrets(url)
+    setup_logging(settings.log_level, secrets)
+    if migrating:
+        return migrate_db(settings, args.to, args.source)
     if args.command == "check":
         from .engine.personas import load_presets
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 from .memory.budget import context_window_for
@@ -95,6 +96,37 @@ def _token(value: str) -> str:
     return stripped
 
 
+def parse_database_url(value: str) -> str:
+    """A PostgreSQL URL (`postgresql://user:password@host:5432/dbname`); its password is never
+    echoed back in the error."""
+    stripped = value.strip()
+    try:
+        parts = urlsplit(stripped)
+        _ = parts.port  # raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError("a postgresql:// URL with a numeric port") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "a postgresql://user:password@host:5432/dbname URL (unset: SQLite at DATABASE_PATH)"
+        )
+    if not (parts.hostname or "host=" in parts.query) or not parts.path.strip("/"):
+        raise ValueError("a postgresql:// URL naming a host and a database")
+    return stripped
+
+
+def database_url_secrets(url: str) -> tuple[str, ...]:
+    """What of a database URL must never be logged: its password, as written and decoded."""
+    password = urlsplit(url).password if url else None
+    return (password, unquote(password)) if password else ()
+
+
+def describe_database_url(url: str) -> str:
+    """host:port/dbname of a database URL, for a log line: no user, no password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
 def _setting(env: str, parse: Callable[[str], Any], default: Any = None, **kw: Any) -> Any:
     """Declares a field together with its environment name and parser."""
     return field(default=default, metadata={"env": env, "parse": parse}, **kw)
@@ -138,6 +170,14 @@ class Settings:
     stop_button: bool = _setting("STOP_BUTTON", _bool, False)
     shutdown_grace: float = _setting("SHUTDOWN_GRACE", _float(0.0), 5.0)
 
+    # --- PostgreSQL instead of SQLite (issue 15) ---------------------------------------------
+    # Set: the store is PostgreSQL at this URL (DATABASE_PATH is then unused).
+    database_url: str = _setting("DATABASE_URL", parse_database_url, "", repr=False)
+    # Connections the process keeps to PostgreSQL at most; a reply holds one only per query.
+    database_pool_size: int = _setting("DATABASE_POOL_SIZE", _int(1, 1000), 10)
+    # PgBouncer in transaction mode between the bot and PostgreSQL: no prepared statements.
+    database_pgbouncer: bool = _setting("DATABASE_PGBOUNCER", _bool, False)
+
     # --- Long conversations and memory (issue 3) ---------------------------------------------
     # MODEL_CONTEXT_WINDOW unset: a default for the model family (see `budget.context_window_for`).
     model_context_window: int | None = _setting("MODEL_CONTEXT_WINDOW", _int(256), None)
@@ -147,6 +187,19 @@ class Settings:
     recall_token_budget: int = _setting("RECALL_TOKEN_BUDGET", _int(0, 100_000), 500)
     # Empty: the main model (OPENAI_MODEL) writes the summaries.
     summary_model: str = _setting("SUMMARY_MODEL", _text, "")
+
+    # --- Voice, photos and files (issue 14) ------------------------------------------------
+    # Speech-to-text: an OpenAI-compatible POST /audio/transcriptions. Empty URL and key: the
+    # chat endpoint's (OPENAI_BASE_URL, OPENAI_API_KEY); Ollama has none, so point it elsewhere.
+    transcription_model: str = _setting("TRANSCRIPTION_MODEL", _text, "whisper-1")
+    transcription_base_url: str = _setting("TRANSCRIPTION_BASE_URL", _url, "")
+    transcription_api_key: str = _setting("TRANSCRIPTION_API_KEY", _text, "", repr=False)
+    # Longer voice notes, audio files and video notes are refused before they are downloaded.
+    max_voice_seconds: int = _setting("MAX_VOICE_SECONDS", _int(1, 86_400), 600)
+    # The model for turns with images; empty: OPENAI_MODEL.
+    vision_model: str = _setting("VISION_MODEL", _text, "")
+    # The longest text a file (text-like or PDF) may have to be read.
+    max_document_chars: int = _setting("MAX_DOCUMENT_CHARS", _int(1, 10_000_000), 40_000)
 
     # --- Bounded work (issue 16) ---------------------------------------------------------------
     # One answer, first byte to last; unset: 3 × OPENAI_TIMEOUT (which bounds each read only).
@@ -176,6 +229,19 @@ class Settings:
         return self.summary_model.strip() or self.openai_model
 
     @property
+    def transcriber_base_url(self) -> str:
+        return self.transcription_base_url or self.openai_base_url
+
+    @property
+    def transcriber_api_key(self) -> str:
+        return self.transcription_api_key or self.openai_api_key
+
+    @property
+    def image_model(self) -> str:
+        """VISION_MODEL, or the chat model."""
+        return self.vision_model.strip() or self.openai_model
+
+    @property
     def uses_openai(self) -> bool:
         """True when talking to OpenAI itself, where an API key is mandatory."""
         return self.openai_base_url == OPENAI_DEFAULT_BASE_URL
@@ -194,8 +260,12 @@ def load_settings(
     dotenv_path: Path | None = Path(".env"),
     *,
     require_token: bool = True,
+    require_model: bool = True,
 ) -> Settings:
-    """Builds Settings from `.env` overlaid by the environment; raises ConfigError."""
+    """Builds Settings from `.env` overlaid by the environment; raises ConfigError.
+
+    `require_model=False` (commands that never call the model, e.g. migrate-db) skips the
+    check that OpenAI itself is given an API key."""
     source: dict[str, str] = read_dotenv(dotenv_path) if dotenv_path else {}
     source.update(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
@@ -209,17 +279,17 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"{name}: expected {exc}") from None
     settings = Settings(**values)
-    _check_required(settings, require_token=require_token)
+    _check_required(settings, require_token=require_token, require_model=require_model)
     return settings
 
 
-def _check_required(settings: Settings, *, require_token: bool) -> None:
+def _check_required(settings: Settings, *, require_token: bool, require_model: bool) -> None:
     if require_token and not settings.telegram_bot_token:
         raise ConfigError(
             "TELEGRAM_BOT_TOKEN: expected the token from @BotFather "
             "(set it in .env or the environment)"
         )
-    if settings.uses_openai and not settings.openai_api_key:
+    if require_model and settings.uses_openai and not settings.openai_api_key:
         raise ConfigError(
             "OPENAI_API_KEY: expected an API key for OpenAI "
             "(or set OPENAI_BASE_URL to a local server such as Ollama)"

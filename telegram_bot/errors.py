@@ -120,7 +120,7 @@ class AnswerNotDelivered(BotError):
 class StorageError(BotError):
     """The bot's storage is failing, so your message was not saved. Please try again later."""
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str = "") -> None:
         super().__init__(cause)
         self.cause = cause  # what the database said, for the log (never shown to the user)
 
@@ -138,4 +138,101 @@ class AnswerNotSaved(BotError):
 
 
 class UnsupportedMessage(BotError):
-    """I can only read text for now, not stickers, voice, pictures or files. Please type it."""
+    """I can't read stickers, GIFs or videos. Send text, a voice note, a photo or a text file."""
+
+
+class DatabaseUnavailable(StorageError):
+    """I can't reach my database right now. Please try again in a moment."""
+
+
+class DatabaseCopyRefused(BotError):
+    """The database could not be copied."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def describe(self) -> str:
+        return self.reason
+
+
+# -- voice notes, photos and files (issue 14) ------------------------------------------------
+
+
+class MediaError(BotError):
+    """I couldn't read that. Please try again, or type it."""
+
+
+class DownloadFailed(MediaError):
+    """I couldn't download that from Telegram. Please send it again."""
+
+
+class FileTooLarge(MediaError):
+    """That file is too large for me: Telegram lets bots download files up to 20 MB."""
+
+
+class VoiceTooLong(MediaError):
+    """That recording is too long for me to listen to. Please send a shorter one, or type it."""
+
+    def __init__(self, seconds: int, limit: int) -> None:
+        super().__init__(f"{seconds} s over the {limit} s limit")
+        self.seconds = seconds
+        self.limit = limit
+
+    def describe(self) -> str:
+        return f"{self.user_message()} (limit: {_duration(self.limit)})"
+
+
+class TranscriptionUnavailable(MediaError):
+    """I can't listen to voice notes here: no speech-to-text service is set up (the owner has
+    been told). Please type your message."""
+
+
+class TranscriptionFailed(MediaError):
+    """I couldn't transcribe that recording: the speech-to-text service failed. Please try again
+    in a moment, or type it."""
+
+
+class NothingHeard(MediaError):
+    """I couldn't hear any words in that recording. Please try again, or type it."""
+
+
+class VisionRefused(ModelError):
+    """The model I use can't look at pictures (the owner has been told how to set one that can).
+    Please describe it in words."""
+
+
+class UnsupportedFile(MediaError):
+    """I can't read that kind of file. I read text files (plain text, Markdown, CSV, JSON,
+    source code), PDFs with text, and images (JPEG, PNG, WebP, GIF)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("unsupported file")
+        self.limit = limit
+
+    def describe(self) -> str:
+        return f"{self.user_message()} Up to {self.limit:,} characters of text, or 20 MB."
+
+
+class DocumentTooLong(MediaError):
+    """That file has too much text for me to read. Please send a shorter one, or the part that
+    matters."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"document over {limit} characters")
+        self.limit = limit
+
+    def describe(self) -> str:
+        return f"{self.user_message()} (limit: {self.limit:,} characters)"
+
+
+class DocumentUnreadable(MediaError):
+    """I couldn't find any text in that file (a scanned PDF has only pictures of text). Please
+    send it as text, or as photos."""
+
+
+def _duration(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    if minutes and rest:
+        return f"{minutes} min {rest} s"
+    return f"{minutes} min" if minutes else f"{rest} s"

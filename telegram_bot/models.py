@@ -13,6 +13,22 @@ class Role(StrEnum):
     ASSISTANT = "assistant"
 
 
+class MessageKind(StrEnum):
+    """What a user sent: typed text, or media the bot turned into text (issue 14)."""
+
+    TEXT = "text"
+    VOICE = "voice"  # a voice note (OGG/Opus), transcribed
+    AUDIO = "audio"  # an audio file, transcribed
+    VIDEO_NOTE = "video_note"  # a round video note, its sound transcribed
+    PHOTO = "photo"  # one or more images (an album, an image sent as a file)
+    DOCUMENT = "document"  # a text-like file or a PDF, read as text
+
+    @property
+    def heard(self) -> bool:
+        """Whether the message is speech, transcribed into the turn's text."""
+        return self in (MessageKind.VOICE, MessageKind.AUDIO, MessageKind.VIDEO_NOTE)
+
+
 class Status(StrEnum):
     """How a stored turn ended; only `complete` replies are certain to be whole."""
 
@@ -46,6 +62,24 @@ class Author:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file that came with a message, as the platform described it (no bytes, no URL).
+
+    `ref` is the platform's own id for the file (Telegram's `file_id`), enough to fetch its
+    bytes again (/retry of a photo); never a download URL, which on Telegram holds the bot
+    token. Stored with the turn as metadata (migration m008)."""
+
+    kind: MessageKind
+    ref: str
+    size: int | None = None  # bytes, when the platform says
+    duration: int | None = None  # seconds (voice, audio, video notes)
+    width: int | None = None
+    height: int | None = None
+    name: str | None = None  # the file name (documents, audio files)
+    mime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -62,6 +96,7 @@ class UsageTotals:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    audio_seconds: int = 0  # of speech transcribed (billed per minute, not per token)
 
     @property
     def total(self) -> int:
@@ -83,6 +118,9 @@ class Turn:
     tg_message_id: int | None = None
     archived: bool = False
     summarised: bool = False
+    kind: MessageKind = MessageKind.TEXT
+    duration: int | None = None  # seconds of speech (voice, audio, video notes)
+    attachments: tuple[Attachment, ...] = ()
     undelivered: bool = False  # stored, but Telegram has not confirmed it (m010)
 
 
@@ -100,6 +138,9 @@ class NewTurn:
     reply_to: int | None = None
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
+    kind: MessageKind = MessageKind.TEXT
+    duration: int | None = None
+    attachments: tuple[Attachment, ...] = ()
     undelivered: bool = False  # a reply stored before it is sent (`Store.mark_delivered`)
 
 

@@ -2,23 +2,54 @@
 
 from __future__ import annotations
 
+import json
 import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings
 
+from tests.databases import Database, SQLiteDatabase
 from tests.fakes import FakeOpenAI, FakeTelegram
+from tests.fakes import openai as fake_openai
 from tests.harness import TOKEN, RunningBot, make_settings
+
+# A real PostgreSQL (tests/real/conftest_postgres.py), for tests anywhere in the suite: the
+# store contract, the memory tests and the bot run over it as well as over SQLite. Imported by
+# name: pytest refuses `pytest_plugins` in a conftest below the rootdir.
+from tests.real.conftest_postgres import pg_dsn, pg_server
 
 # CI runs the same examples every time, so a red build always reproduces; locally hypothesis
 # keeps exploring new ones.
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+__all__ = ["pg_dsn", "pg_server"]
+
+
+@pytest.fixture(autouse=True)
+def model_side_never_sees_the_bot_token() -> Iterator[None]:
+    """Every request any fake OpenAI server received in the test (chat completions and
+    transcriptions alike) is checked: the bot token and Telegram file URLs, which contain it,
+    must never reach a model provider, which would log them."""
+    yield
+    for server in list(fake_openai.LIVE):
+        for request in server.requests:
+            _assert_clean(json.dumps(request.body) + json.dumps(request.headers))
+        for upload in server.transcriptions:
+            _assert_clean(json.dumps([upload.fields, upload.filename, upload.headers]))
+            assert TOKEN.encode() not in upload.data
+        # Checked once: the next test sees only the servers it made.
+        fake_openai.LIVE.discard(server)
+
+
+def _assert_clean(blob: str) -> None:
+    secret = TOKEN.split(":", 1)[1]
+    assert secret not in blob, "the bot token reached the model side"
+    assert "/file/bot" not in blob, "a Telegram file URL reached the model side"
 
 
 @pytest.fixture
@@ -39,9 +70,19 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bot_factory(tg: FakeTelegram, ai: FakeOpenAI, db_path: Path) -> Callable[..., RunningBot]:
+def database(db_path: Path) -> Database:
+    """The bot's database: SQLite. A module that imports `tests.databases.every_backend` runs
+    its tests on PostgreSQL as well."""
+    return SQLiteDatabase(db_path)
+
+
+@pytest.fixture
+def bot_factory(
+    tg: FakeTelegram, ai: FakeOpenAI, db_path: Path, database: Database
+) -> Callable[..., RunningBot]:
     def make(**overrides: Any) -> RunningBot:
-        return RunningBot(make_settings(tg.base_url, ai.base_url, db_path, **overrides))
+        settings = {**database.settings, **overrides}
+        return RunningBot(make_settings(tg.base_url, ai.base_url, db_path, **settings))
 
     return make
 
@@ -54,11 +95,6 @@ async def bot(bot_factory: Callable[..., RunningBot]) -> AsyncIterator[RunningBo
 
 
 @pytest.fixture
-def db(db_path: Path) -> Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Reads the bot's real SQLite file, as an owner with the sqlite3 shell would."""
-
-    def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(db_path) as conn:
-            return list(conn.execute(sql, params))
-
-    return query
+def db(database: Database) -> Callable[..., list[tuple[Any, ...]]]:
+    """Reads the bot's real database, as an owner with its shell would (`?` placeholders)."""
+    return database.query

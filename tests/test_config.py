@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from telegram_bot.config import OPENAI_DEFAULT_BASE_URL, Settings, load_settings
+from telegram_bot.config import (
+    OPENAI_DEFAULT_BASE_URL,
+    Settings,
+    database_url_secrets,
+    load_settings,
+)
 from telegram_bot.errors import ConfigError
+from telegram_bot.logs import RedactSecrets
 
 TOKEN = "123456:ABCDEFGHIJKLMNOP"
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +134,32 @@ def test_memory_settings_default_by_model_and_parse() -> None:
     assert load_settings({**keys, "OPENAI_MODEL": "mystery"}, None).context_window == 8192
     with pytest.raises(ConfigError, match="MODEL_CONTEXT_WINDOW"):
         load_settings({**keys, "MODEL_CONTEXT_WINDOW": "lots"}, None)
+
+
+def test_database_settings_parse_and_a_bad_url_is_named_without_its_password() -> None:
+    keys = {"TELEGRAM_BOT_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-x"}
+    s = load_settings(keys, None)
+    assert (s.database_url, s.database_pool_size, s.database_pgbouncer) == ("", 10, False)
+    url = "postgresql://bot:pw-secret-123@db.example:6432/bot"
+    s = load_settings(
+        {**keys, "DATABASE_URL": url, "DATABASE_POOL_SIZE": "4", "DATABASE_PGBOUNCER": "true"},
+        None,
+    )
+    assert (s.database_url, s.database_pool_size, s.database_pgbouncer) == (url, 4, True)
+    assert "pw-secret-123" not in repr(s)
+    for bad in ("mysql://bot:pw-secret-123@db/bot", "postgresql://bot:pw-secret-123@db:x/bot"):
+        with pytest.raises(ConfigError, match="DATABASE_URL") as raised:
+            load_settings({**keys, "DATABASE_URL": bad}, None)
+        assert "pw-secret-123" not in str(raised.value)
+
+
+def test_the_log_never_shows_a_database_password() -> None:
+    url = "postgresql://bot:pw-secret-123@db.example:6432/bot"
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "cannot reach %s", (url,), None)
+    RedactSecrets(database_url_secrets(url)).filter(record)
+    assert record.getMessage() == "cannot reach postgresql://bot:[redacted]@db.example:6432/bot"
+    # A short password is not a literal secret (too common a string), but in a URL it goes too.
+    short = "postgres://bot:pw@db/bot and more"
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, short, None, None)
+    RedactSecrets(()).filter(record)
+    assert record.getMessage() == "postgres://bot:[redacted]@db/bot and more"

@@ -1,4 +1,5 @@
-"""Group chats end to end: when the bot speaks, who said what, topics, membership, migration."""
+"""Group chats end to end: when the bot speaks, who said what, topics, membership, migration; on
+SQLite and on PostgreSQL (`every_backend`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.databases import every_backend
 from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram, Reply
 from tests.fakes import _telegram_objects as objects
 from tests.fakes.telegram import Call
 from tests.harness import TOKEN, RunningBot, eventually
+
+__all__ = ["every_backend"]  # the `database` fixture: these tests run on every backend
 
 Query = Callable[..., list[tuple[Any, ...]]]
 GROUP = -100_500

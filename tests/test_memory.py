@@ -2,7 +2,8 @@
 
 The real bot runs against the fake servers; the fake model plays a summariser when it receives
 a summary request (recognised by its instructions), so the summaries are whatever that fake
-writes, and every assertion is about what reached the model or the user.
+writes, and every assertion is about what reached the model or the user. Every test runs on
+SQLite and on PostgreSQL (`every_backend`): recall, summaries and token factors are the store's.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from telegram_bot import tokens
 from telegram_bot.memory.compose import RECALL_HEADER, SUMMARY_HEADER
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
-from telegram_bot.storage.sqlite.store import SQLiteStore
+from tests.databases import Database, every_backend
 from tests.fakes import ChatRequest, Error, FakeOpenAI, FakeTelegram
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, BOB, ask, final_messages
+
+__all__ = ["every_backend"]  # the `database` fixture: these tests run on every backend
 
 Query = Callable[..., list[tuple[Any, ...]]]
 SMALL = {"history_token_budget": 300, "summary_token_budget": 200, "recall_token_budget": 200}
@@ -57,10 +59,10 @@ def filler(i: int) -> str:
 
 
 async def seed(
-    path: Path, chat: ChatKey, texts: list[str], model: str = "gpt-4o-mini"
+    database: Database, chat: ChatKey, texts: list[str], model: str = "gpt-4o-mini"
 ) -> list[int]:
     """Stores earlier turns (user and assistant alternating) the way the bot would."""
-    store = SQLiteStore(path)
+    store = database.store()
     await store.open()
     ids = []
     for i, text in enumerate(texts):
@@ -96,14 +98,14 @@ async def test_compaction_folds_old_turns_into_a_persisted_summary(
     )
     [(text, first, last, covered)] = summaries
     assert text == "Alice talked about gardening; SUMMARY-MARK."
-    marked = db("SELECT id FROM messages WHERE summarised = 1 ORDER BY id")
+    marked = db("SELECT id FROM messages WHERE summarised ORDER BY id")
     assert [row[0] for row in marked] == list(range(first, last + 1))
     assert covered == len(marked)
     count = "SELECT COUNT(*) FROM messages WHERE chat_id = ?"
     await eventually(lambda: db(count, (ALICE,))[0][0], lambda n: n == 2 * turn)  # none deleted
     # The low-water mark: right after the fold at most half the budget stayed verbatim (one
     # more exchange may have been stored since).
-    live = db("SELECT SUM(tokens) FROM messages WHERE summarised = 0 AND chat_id = ?", (ALICE,))
+    live = db("SELECT SUM(tokens) FROM messages WHERE NOT summarised AND chat_id = ?", (ALICE,))
     assert live[0][0] <= SMALL["history_token_budget"] // 2 + 60
 
     await bot.restart()  # the summary and the marks live in the database
@@ -112,7 +114,7 @@ async def test_compaction_folds_old_turns_into_a_persisted_summary(
     system = prompt.messages[0]["content"]
     assert SUMMARY_HEADER in system and "SUMMARY-MARK" in system
     assert filler(0) not in prompt_text(prompt), "folded turns are not resent verbatim"
-    assert db("SELECT COUNT(*) FROM messages WHERE summarised = 1")[0][0] == len(marked)
+    assert db("SELECT COUNT(*) FROM messages WHERE summarised")[0][0] == len(marked)
     await bot.stop()
 
 
@@ -120,11 +122,11 @@ async def test_a_fact_from_turn_5_is_recalled_at_turn_200(
     bot_factory: Callable[..., RunningBot],
     tg: FakeTelegram,
     ai: FakeOpenAI,
-    db_path: Path,
+    database: Database,
 ) -> None:
     texts = [filler(i) if i != 4 else "By the way, my dog's name is Biscuit." for i in range(198)]
-    ids = await seed(db_path, ChatKey(ALICE), texts)
-    store = SQLiteStore(db_path)  # an older, lossy summary that forgot the dog
+    ids = await seed(database, ChatKey(ALICE), texts)
+    store = database.store()  # an older, lossy summary that forgot the dog
     await store.open()
     await store.save_summary(
         NewSummary(ChatKey(ALICE), "Alice likes gardening.", 6, ids[0], ids[150])
@@ -146,10 +148,10 @@ async def test_recall_finds_turns_the_window_dropped_when_there_is_no_summary(
     bot_factory: Callable[..., RunningBot],
     tg: FakeTelegram,
     ai: FakeOpenAI,
-    db_path: Path,
+    database: Database,
 ) -> None:
     texts = [filler(i) if i != 4 else "By the way, my dog's name is Biscuit." for i in range(40)]
-    await seed(db_path, ChatKey(ALICE), texts)
+    await seed(database, ChatKey(ALICE), texts)
     bot = await bot_factory(**{**SMALL, "summary_token_budget": 0}).start()
     ai.responder = summariser("unused")
     await ask(tg, ALICE, "What was my dog's name again?")
@@ -163,14 +165,14 @@ async def test_an_old_turn_beyond_the_prompts_read_is_still_folded(
     bot_factory: Callable[..., RunningBot],
     tg: FakeTelegram,
     ai: FakeOpenAI,
-    db_path: Path,
+    database: Database,
 ) -> None:
     # The prompt reads the newest 2 x 300 + 16,000 tokens of unsummarised turns, compaction
     # up to 10 x 300 + 16,000: a pasted document in between is only seen by compaction's own
     # read, which must still happen although the turns the prompt saw fit the budget.
     document = "DOC-START " + "tomato compost seedling " * 4_450
     assert 16_600 < tokens.count_message(document, "gpt-4o-mini") < 19_000
-    await seed(db_path, ChatKey(ALICE), [document, "Got it."])
+    await seed(database, ChatKey(ALICE), [document, "Got it."])
     bot = await bot_factory(**SMALL).start()
     ai.responder = summariser("Alice pasted a document about tomatoes.")
     await ask(tg, ALICE, "Thanks!")
@@ -203,12 +205,12 @@ async def test_a_context_length_error_leads_to_compaction_and_a_successful_retry
     bot_factory: Callable[..., RunningBot],
     tg: FakeTelegram,
     ai: FakeOpenAI,
-    db_path: Path,
+    database: Database,
     db: Query,
 ) -> None:
     window = 2000
     texts = [filler(i) for i in range(80)]
-    await seed(db_path, ChatKey(ALICE), texts)
+    await seed(database, ChatKey(ALICE), texts)
     bot = await bot_factory(
         model_context_window=window,
         max_output_tokens=200,
@@ -277,7 +279,7 @@ async def test_a_failing_summary_call_does_not_block_the_reply(
         assert tg.visible_text(reply).startswith("Noted")
     assert [r for r in ai.requests if is_summary(r)], "compaction was attempted"
     assert db("SELECT COUNT(*) FROM summaries") == [(0,)]
-    assert db("SELECT COUNT(*) FROM messages WHERE summarised = 1") == [(0,)]
+    assert db("SELECT COUNT(*) FROM messages WHERE summarised") == [(0,)]
     count = "SELECT COUNT(*) FROM messages WHERE chat_id = ?"
     await eventually(lambda: db(count, (ALICE,)), lambda rows: rows == [(20,)])
     # The oldest turns were dropped from the prompt (not from the database).

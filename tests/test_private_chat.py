@@ -1,13 +1,17 @@
-"""A private chat end to end: the real bot, over real HTTP, against the fake servers."""
+"""A private chat end to end: the real bot, over real HTTP, against the fake servers, on SQLite
+and on PostgreSQL (`every_backend`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from tests.databases import every_backend
 from tests.fakes import Error, FakeOpenAI, FakeTelegram, Reply
 from tests.fakes.telegram import Call
 from tests.harness import RunningBot, eventually
+
+__all__ = ["every_backend"]  # the `database` fixture: these tests run on every backend
 
 Query = Callable[..., list[tuple[Any, ...]]]
 ALICE = 1001

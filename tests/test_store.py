@@ -1,26 +1,32 @@
-"""The storage contract, run against every backend (today: SQLite).
+"""The storage contract, run against every backend: SQLite and PostgreSQL.
 
-A second backend (PostgreSQL for webhook replicas) joins by adding one entry to `BACKENDS`: a
-store and a `Peek` at its data; it then has to pass exactly these tests. The tests use the
-`Store` API, and a `Peek` only for what the API does not show (archived rows, a chat's row).
+A backend joins by adding one entry to `BACKENDS`: a store and a `Peek` at its data; it then
+has to pass exactly these tests. The tests use the `Store` API, and a `Peek` only for what the
+API does not show (archived rows, a chat's row). The PostgreSQL runs use a real server (a fresh
+database per test, from tests/real/conftest_postgres.py) and are skipped, with one line saying
+why at the end of the run, where there is none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import closing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, closing
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+import asyncpg
 import pytest
 
 from telegram_bot.models import (
+    Attachment,
     Author,
     Backlog,
     ChatKey,
+    MessageKind,
     NewSummary,
     NewTurn,
     Role,
@@ -30,7 +36,9 @@ from telegram_bot.models import (
     UsageTotals,
 )
 from telegram_bot.storage import Store
+from telegram_bot.storage.postgres.store import PostgresStore
 from telegram_bot.storage.sqlite.store import SQLiteStore
+from tests.real.postgres import PostgresServer, fresh_database
 
 
 class Peek(Protocol):
@@ -63,26 +71,67 @@ class SQLitePeek:
         return (rows[0][0], bool(rows[0][1])) if rows else None
 
 
+class PostgresPeek:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return list(await connection.fetch(sql, *params))
+        finally:
+            await connection.close()
+
+    async def messages(self, chat: ChatKey) -> list[tuple[str, bool]]:
+        sql = (
+            "SELECT text, archived FROM messages WHERE chat_id = $1 AND thread_id = $2 ORDER BY id"
+        )
+        return [(row[0], row[1]) for row in await self._query(sql, chat_key(chat))]
+
+    async def chat(self, chat: ChatKey) -> tuple[str, bool] | None:
+        sql = "SELECT kind, active FROM chats WHERE chat_id = $1 AND thread_id = $2"
+        rows = await self._query(sql, chat_key(chat))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+
 def chat_key(chat: ChatKey) -> tuple[int, int]:
     return (chat.chat_id, chat.thread_id)
 
 
-def sqlite_backend(tmp: Path) -> tuple[Store, Peek]:
-    path = tmp / "bot.sqlite3"
+Backend = tuple[Store, Peek]
+
+
+async def sqlite_backend(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Backend:
+    path = request.getfixturevalue("tmp_path") / "bot.sqlite3"
     return SQLiteStore(path), SQLitePeek(path)
 
 
-BACKENDS: dict[str, Callable[[Path], tuple[Store, Peek]]] = {"sqlite": sqlite_backend}
+async def postgres_backend(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Backend:
+    server: PostgresServer = request.getfixturevalue("pg_server")  # skips without PostgreSQL
+    dsn = await stack.enter_async_context(fresh_database(server, request.node.name))
+    # A pool of 4: the concurrency tests race real connections, as replicas do.
+    return PostgresStore(dsn, pool_size=4), PostgresPeek(dsn)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[Store, Peek]]:
-    store, peek = BACKENDS[request.param](tmp_path)
-    await store.open()
-    yield store, peek
-    await store.close()
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, AsyncExitStack], Awaitable[Backend]]] = {
+    "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
+}
+ON_A_REAL_SERVER = {"postgres"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.real_server) if name in ON_A_REAL_SERVER else name
+        for name in BACKENDS
+    ]
+)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    async with AsyncExitStack() as stack:
+        store, peek = await BACKENDS[request.param](request, stack)
+        await store.open()
+        stack.push_async_callback(store.close)
+        yield store, peek
 
 
 @pytest.fixture
@@ -323,6 +372,36 @@ async def test_usage_is_summed_per_day_user_and_chat(store: Store) -> None:
     assert await store.top_chats(DAY, NEXT_DAY, 1) == [(-100, UsageTotals(3, 1040, 104))]
 
 
+async def test_transcribed_seconds_are_booked_beside_the_tokens(store: Store) -> None:
+    await store.record_usage(CHAT, 7, DAY, 100, 20)
+    await store.record_usage(CHAT, 7, DAY, 0, 0, audio_seconds=42)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 100, 20, 42)
+    assert await store.top_chats(DAY, DAY, 1) == [(42, UsageTotals(2, 100, 20, 42))]
+
+
+async def test_a_media_turn_keeps_its_kind_duration_and_attachments(store: Store) -> None:
+    photos = (
+        Attachment(MessageKind.PHOTO, "file-1", size=1234, width=1280, height=960),
+        Attachment(MessageKind.PHOTO, "file-2", mime="image/png", name="screen.png"),
+    )
+    photo = NewTurn(
+        CHAT, Role.USER, "[2 photos: look]", 9, author=ANN, tg_message_id=5,
+        kind=MessageKind.PHOTO, attachments=photos,
+    )  # fmt: skip
+    voice = NewTurn(
+        CHAT, Role.USER, "the transcript", 5, author=ANN, tg_message_id=6,
+        kind=MessageKind.VOICE, duration=12,
+    )  # fmt: skip
+    await store.add_user_turn(photo)
+    await store.add_user_turn(voice)
+    backlog = await store.backlog(CHAT, 10_000)
+    first, second = backlog.turns
+    assert (first.kind, first.attachments, first.duration) == (MessageKind.PHOTO, photos, None)
+    assert (second.kind, second.attachments, second.duration) == (MessageKind.VOICE, (), 12)
+    question, _ = await store.last_exchange(CHAT) or (None, [])
+    assert question is not None and question.kind is MessageKind.VOICE
+
+
 async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
     question = (await store.add_user_turn(said("question", tg=5))).id
     reply = NewTurn(
@@ -492,6 +571,44 @@ async def test_search_words_are_never_query_syntax(store: Store, words: list[str
     await ask(store, 'quote " NEAR(a b) col:val OR -x')
     last = await ask(store, "next")
     await store.search_turns(CHAT, words, before_id=last)  # must not raise
+
+
+async def test_search_ignores_case_and_accents(store: Store) -> None:
+    fact = await ask(store, "We met at the Café Müller in ÉVORA")
+    last = await ask(store, "next")
+    for words in (["cafe"], ["MULLER"], ["évora"], ["CAFÉ"]):
+        found = await store.search_turns(CHAT, words, before_id=last)
+        assert [t.id for t in found] == [fact], words
+
+
+async def test_search_takes_long_words_as_prefixes_and_short_ones_whole(store: Store) -> None:
+    sisters = await ask(store, "my sisters visited")
+    await ask(store, "the category was wrong")
+    last = await ask(store, "next")
+    assert [t.id for t in await store.search_turns(CHAT, ["sister"], before_id=last)] == [sisters]
+    assert await store.search_turns(CHAT, ["cat"], before_id=last) == []
+
+
+async def test_search_puts_the_best_match_first(store: Store) -> None:
+    await ask(store, "the garage door is red")
+    both = await ask(store, "the garage door code is 4471")
+    await ask(store, "another garage story")
+    last = await ask(store, "next")
+    found = await store.search_turns(CHAT, ["garage", "4471"], before_id=last, limit=2)
+    assert found[0].id == both and len(found) == 2
+
+
+async def test_no_typed_text_is_ever_query_syntax(store: Store) -> None:
+    rng = random.Random(15)
+    alphabet = "ab'\"\\*:&|!()<->-^~+@#{}[]NEARORAND\x00\t\u00e9\u0416\U0001f600 ,.;"
+    await ask(store, "alpha beta NEAR(a b) it's a 'quoted' \\ back")
+    last = await ask(store, "next")
+    for _ in range(300):
+        words = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+            for _ in range(rng.randint(1, 4))
+        ]
+        await store.search_turns(CHAT, words, before_id=last)  # must not raise
 
 
 async def test_token_factors_are_kept_per_model(store: Store) -> None:

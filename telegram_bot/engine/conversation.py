@@ -13,6 +13,11 @@ different chats never wait for each other; running replies can be stopped from a
 per-minute rate window. The model call itself is `generation.ReplyWriter`. Old turns are
 folded into the summary after the reply is out, still in the chat's turn, so the chat's next
 message sees the result and no reply ever waits for a summary.
+
+A message with media (a voice note, photos, a file) follows the same path: `media.MediaReader`
+refuses what it cannot read before anything else, and in the chat's turn, after the limits,
+turns it into the text that is stored (a transcript, a framed file, a photo's placeholder)
+and the images sent with this one call.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ from typing import TYPE_CHECKING
 from .. import tokens
 from ..coordination import Coordination, StopOutcome
 from ..coordination.local import local_coordination
-from ..errors import InputTooLong, LimitReached, NothingToRetry, NotYourQuestion
+from ..errors import InputTooLong, LimitReached, NothingToRetry, NotYourQuestion, PromptTooLong
+from ..llm.transcription import Transcriber
+from ..llm.vision import Picture
 from ..memory.assembler import Memory
 from ..memory.compaction import Compactor
 from ..memory.status import MemoryStatus, memory_status
-from ..models import Author, ChatKey, NewTurn, Role, Status, StoredTurn, Turn, Usage
+from ..models import Author, ChatKey, MessageKind, NewTurn, Role, Status, StoredTurn, Turn, Usage
 from .generation import Progress, ReplyWriter
 from .limits import Limits
-from .turns import Incoming, Persona, Reply, ReplySink
+from .media import MediaReader, Prepared, placeholder
+from .turns import Incoming, MediaSource, Persona, Reply, ReplySink
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -48,6 +56,7 @@ class Conversation:
         llm: LLM,
         settings: Settings,
         coordination: Coordination | None = None,
+        transcriber: Transcriber | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -57,18 +66,22 @@ class Conversation:
         self.memory = Memory(store, settings)
         self.compactor = Compactor(store, llm, settings, self.memory)
         self.writer = ReplyWriter(store, llm, settings, self.memory, self.coordination.replies)
+        self.media = MediaReader(store, llm, transcriber or Transcriber(settings), settings)
 
     # -- a user's message ----------------------------------------------------------------
 
     async def respond(self, incoming: Incoming, sink: ReplySink) -> Reply | None:
         """Answers one user message; raises ModelError after storing whatever can be kept.
 
-        Raises InputTooLong or LimitReached before anything is stored. Returns None when the
-        message was answered already (Telegram delivered it again)."""
+        Raises InputTooLong, LimitReached or a MediaError before anything is stored. Returns
+        None when the message was answered already (Telegram delivered it again)."""
         self._check_length(incoming.text)
+        self.media.check(incoming)
         async with self.coordination.turns.hold(incoming.chat):
             await self._check_limits(incoming.author, incoming.chat)
-            stored = await self._store(incoming)
+            prepared = await self.media.prepare(incoming)
+            self._check_fits(prepared)
+            stored = await self._store(incoming, prepared)
             if stored.answered:
                 log.info(
                     "chat=%s message %s was delivered again; already answered",
@@ -78,7 +91,15 @@ class Conversation:
                 return None
             persona = (await self.persona(incoming.chat)).text
             progress = Progress()
-            reply = await self.writer.write(incoming, persona, sink, stored.id, progress=progress)
+            reply = await self.writer.write(
+                incoming,
+                persona,
+                sink,
+                stored.id,
+                progress=progress,
+                pictures=prepared.pictures,
+                hint=prepared.hint,
+            )
             # The reply is out; fold old turns into the summary now, still in the chat's turn,
             # so its next message sees the result (and never waits inside a reply).
             await self.compactor.maintain(incoming.chat, persona, progress.unfolded_after(reply))
@@ -86,12 +107,21 @@ class Conversation:
 
     async def overhear(self, incoming: Incoming, keep: int) -> StoredTurn | None:
         """Keeps a group message not addressed to the bot as context (the newest `keep` since
-        the bot was last addressed); never a reply or a model call. None when not kept."""
-        if keep <= 0 or not incoming.text or len(incoming.text) > self.settings.max_input_chars:
+        the bot was last addressed); never a reply or a model call. None when not kept.
+
+        A photo or a file is kept as its placeholder (`[photo: caption]`), never downloaded;
+        recordings are not kept (transcribing chatter nobody asked about would cost)."""
+        text = incoming.text
+        if incoming.kind is not MessageKind.TEXT:
+            if incoming.kind.heard:
+                return None
+            text = placeholder(incoming.kind, incoming.attachments, incoming.text)
+        if keep <= 0 or not text or len(text) > self.settings.max_input_chars:
             return None
+        prepared = Prepared(text, incoming.kind)
         async with self.coordination.turns.hold(incoming.chat):
             return await self.store.add_overheard(
-                self._new_turn(incoming), keep=keep, chat_kind=incoming.chat_kind
+                self._new_turn(incoming, prepared), keep=keep, chat_kind=incoming.chat_kind
             )
 
     def _check_length(self, text: str) -> None:
@@ -100,6 +130,16 @@ class Conversation:
             log.info("message of %d chars refused (MAX_INPUT_CHARS)", len(text))
             raise InputTooLong(limit)
 
+    def _check_fits(self, prepared: Prepared) -> None:
+        """A file's text that could never fit the model's window is refused before it is
+        stored (it would otherwise sit in the history, answered by no prompt)."""
+        if prepared.kind is not MessageKind.DOCUMENT:
+            return
+        cost = tokens.count_message(prepared.text, self.settings.openai_model)
+        if cost > self.memory.limit() * 9 // 10:
+            log.info("a file of %d tokens refused (the model's window)", cost)
+            raise PromptTooLong()
+
     async def _check_limits(self, author: Author | None, chat: ChatKey) -> None:
         user_id = author.user_id if author else None
         refusal = await self.limits.check(user_id, chat.chat_id)
@@ -107,21 +147,24 @@ class Conversation:
             log.info("chat=%s user=%s over a limit (%s)", chat, user_id or "-", refusal.kind)
             raise LimitReached(refusal.message(), refusal.kind)
 
-    async def _store(self, incoming: Incoming) -> StoredTurn:
+    async def _store(self, incoming: Incoming, prepared: Prepared) -> StoredTurn:
         """Stores the message, or finds it stored: Telegram delivers an update again when the
         bot died before confirming it, and it is then stored once and answered at most once."""
         return await self.store.add_user_turn(
-            self._new_turn(incoming), chat_kind=incoming.chat_kind
+            self._new_turn(incoming, prepared), chat_kind=incoming.chat_kind
         )
 
-    def _new_turn(self, incoming: Incoming) -> NewTurn:
+    def _new_turn(self, incoming: Incoming, prepared: Prepared) -> NewTurn:
         return NewTurn(
             chat=incoming.chat,
             role=Role.USER,
-            text=incoming.text,
-            tokens=tokens.count_message(incoming.text, self.settings.openai_model),
+            text=prepared.text,
+            tokens=tokens.count_message(prepared.text, self.settings.openai_model),
             author=incoming.author,
             tg_message_id=incoming.message_id,
+            kind=prepared.kind,
+            duration=prepared.duration,
+            attachments=incoming.attachments,
         )
 
     # -- the chat's settings and state ---------------------------------------------------
@@ -177,6 +220,7 @@ class Conversation:
         by_user: int | None = None,
         *,
         may_retry_others: Callable[[], Awaitable[bool]] | None = None,
+        source: MediaSource | None = None,
     ) -> Reply:
         """Answers the chat's last question again; the new answer replaces the old one.
 
@@ -186,7 +230,9 @@ class Conversation:
         without asking the model again: the user has not seen it yet. With
         `may_retry_others` (groups) a question someone else asked is retried only if it says
         so (an admin); otherwise NotYourQuestion. Both refusals come before the usage limits
-        are counted: a retry that asks nothing of the model costs nothing.
+        are counted: a retry that asks nothing of the model costs nothing. A question with
+        photos fetches them again through `source` (without one, the model reads only the
+        placeholder); a recording or a file is retried from its stored text.
         """
         async with self.coordination.turns.hold(chat):
             exchange = await self.store.last_exchange(chat)
@@ -205,13 +251,31 @@ class Conversation:
             # Usage is booked on whoever asked for the retry.
             author = Author(by_user, question.author.name if question.author else "")
             await self._check_limits(author, chat)
-            incoming = Incoming(chat, question.text, author, question.tg_message_id)
+            incoming = Incoming(
+                chat,
+                question.text,
+                author,
+                question.tg_message_id,
+                attachments=question.attachments,
+                source=source,
+            )
+            pictures: tuple[Picture, ...] = ()
+            if question.kind is MessageKind.PHOTO:
+                pictures = await self.media.pictures(incoming)
             persona = (await self.persona(chat)).text
             # The prompt answers the question as it stood: later turns (the answers being
             # replaced) are not shown to the model.
             replaces = [turn.id for turn in old]
+            bare = placeholder(MessageKind.PHOTO, question.attachments, "") == question.text
             reply = await self.writer.write(
-                incoming, persona, sink, question.id, replaces, question
+                incoming,
+                persona,
+                sink,
+                question.id,
+                replaces,
+                question,
+                pictures=pictures,
+                hint=self.media.hint("" if bare else question.text),
             )
             await self.compactor.maintain(chat, persona)
             return reply

@@ -34,6 +34,7 @@ from ..errors import (
     ReplyInterrupted,
     StorageError,
 )
+from ..llm.vision import Picture, image_tokens
 from ..memory.compose import Prompt, Unfolded
 from ..models import NewTurn, Role, Status, Turn, Usage
 from .turns import Incoming, Reply, ReplySink
@@ -112,10 +113,15 @@ class ReplyWriter:
         question: Turn | None = None,
         *,
         progress: Progress | None = None,
+        pictures: Sequence[Picture] = (),
+        hint: str = "",
     ) -> Reply:
-        """Calls the model and stores its reply, however the call ends. The answer is cut
-        short at MAX_ANSWER_CHARS or ANSWER_TIMEOUT, like a stop, whatever the server does."""
+        """Calls the model and stores its reply, however the call ends. `pictures` go with
+        the user's message in this call only (`hint`: what to do with them, no caption). The
+        answer is cut short at MAX_ANSWER_CHARS or ANSWER_TIMEOUT, like a stop, whatever the
+        server does."""
         progress = progress or Progress()
+        media = _Media(tuple(pictures), hint)
         request = _StopRequest()
         limit = self.settings.answer_chars
 
@@ -135,7 +141,9 @@ class ReplyWriter:
         try:
             completion = await self._stoppable(
                 incoming,
-                lambda: self._ask(incoming, persona, user_turn_id, on_text, progress, question),
+                lambda: self._ask(
+                    incoming, persona, user_turn_id, on_text, progress, question, media
+                ),
                 request,
             )
         except ModelStreamInterrupted as exc:
@@ -182,14 +190,19 @@ class ReplyWriter:
         on_text: OnText,
         progress: Progress,
         question: Turn | None = None,
+        media: _Media | None = None,
     ) -> Completion:
         """One model call within the window; on a context-length error (the server's tokenizer
         counts more than ours) it learns a higher factor, squeezes the prompt and retries once.
         """
         chat = incoming.chat
-        prompt = await self.memory.prompt(chat, persona, turn_id=turn_id, question=question)
+        media = media or _Media()
+        attached = media.tokens(self.settings.image_model)
+        prompt = await self.memory.prompt(
+            chat, persona, turn_id=turn_id, question=question, attached=attached
+        )
         try:
-            return await self._call(incoming, prompt, on_text, progress)
+            return await self._call(incoming, prompt, on_text, progress, media)
         except ContextTooLong:
             log.warning(
                 "chat=%s context length exceeded at %d counted tokens; retrying smaller",
@@ -200,12 +213,17 @@ class ReplyWriter:
             # The raised factor also lowers the verbatim cap, so the compaction that follows
             # the reply folds what this squeezed prompt had to leave out.
             prompt = await self.memory.prompt(
-                chat, persona, squeeze=0.5, turn_id=turn_id, question=question
+                chat, persona, squeeze=0.5, turn_id=turn_id, question=question, attached=attached
             )
-            return await self._call(incoming, prompt, on_text, progress)
+            return await self._call(incoming, prompt, on_text, progress, media)
 
     async def _call(
-        self, incoming: Incoming, prompt: Prompt, on_text: OnText, progress: Progress
+        self,
+        incoming: Incoming,
+        prompt: Prompt,
+        on_text: OnText,
+        progress: Progress,
+        media: _Media,
     ) -> Completion:
         progress.prompt_tokens = prompt.tokens
         progress.unfolded = prompt.unfolded
@@ -215,8 +233,12 @@ class ReplyWriter:
             stream=self.settings.streaming,
             on_text=on_text,
             label=str(incoming.chat),
+            images=media.pictures,
+            hint=media.hint,
         )
-        if not completion.usage_estimated:
+        # Image tokens are our estimate where the provider's rule is unknown: learning the
+        # text tokenizer's factor from such a call would skew it.
+        if not completion.usage_estimated and not media.pictures:
             await self.memory.learn(
                 self.settings.openai_model, prompt.tokens, completion.usage.prompt_tokens
             )
@@ -297,6 +319,20 @@ class ReplyWriter:
             with contextlib.suppress(StorageError):  # logged; /retry would send it again
                 await self.store.mark_delivered(turn_id, message_id)
         return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
+
+
+@dataclass(frozen=True, slots=True)
+class _Media:
+    """The images of one call and what the model is asked to do with them."""
+
+    pictures: tuple[Picture, ...] = ()
+    hint: str = ""
+
+    def tokens(self, model: str) -> int:
+        if not self.pictures:
+            return 0
+        cost = sum(image_tokens(model, p.width, p.height) for p in self.pictures)
+        return cost + (tokens.count_text(self.hint, model) + 1 if self.hint else 0)
 
 
 class _Stopped(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..models import Author, ChatKey, Status, Usage
+from ..models import Attachment, Author, ChatKey, MessageKind, Status, Usage
 
 
 class ReplySink(Protocol):
@@ -21,15 +21,37 @@ class ReplySink(Protocol):
         """A short line after the reply (an error, or the confirmation of a stop)."""
 
 
+class MediaSource(Protocol):
+    """How the engine reaches a message's files on its platform (Telegram: getFile)."""
+
+    max_bytes: int  # the largest file the platform lets the bot download
+
+    async def fetch(self, attachment: Attachment) -> bytes:
+        """The file's bytes; raises DownloadFailed or FileTooLarge (errors.py)."""
+
+    async def heard(self, transcript: str) -> None:
+        """Shows the user what was heard in their recording, before the answer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A user's message for the engine: the platform's own types stay in its adapter."""
+    """A user's message for the engine: the platform's own types stay in its adapter.
+
+    `text` is what the user typed (a caption, for media); `attachments` what came with it, in
+    order (several photos: an album), fetched through `source` once the message may be
+    answered."""
 
     chat: ChatKey
     text: str
     author: Author | None = None
     message_id: int | None = None  # the platform's id: a redelivered message is stored once
     chat_kind: str = "private"
+    attachments: tuple[Attachment, ...] = ()
+    source: MediaSource | None = None
+
+    @property
+    def kind(self) -> MessageKind:
+        return self.attachments[0].kind if self.attachments else MessageKind.TEXT
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@ first update is not kept waiting. Retries with `Retry-After` and jittered back-o
 own (`OPENAI_MAX_RETRIES`). Streaming asks for usage (`stream_options.include_usage`); a server
 that rejects the option is remembered and asked without it, and usage is then estimated with
 tiktoken. Every call logs one INFO line: chat, model, tokens in/out, latency, outcome.
+
+A call may carry images for the newest user turn (`vision.py` makes the parts and remembers
+the models that refuse them; the default model for such a call is VISION_MODEL).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from ..errors import (
     ModelStreamInterrupted,
     ModelTimeout,
     ModelUnavailable,
+    VisionRefused,
 )
 from ..models import Usage
+from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -65,6 +70,12 @@ class LLM:
         self._client: AsyncOpenAI | None = None
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
+        self.vision = VisionMemory()
+
+    def accepts_images(self, model: str | None = None) -> bool:
+        """False once the model refused an image (until a restart)."""
+        model = model or self._settings.image_model
+        return not self.vision.refuses(self._settings.openai_base_url, model)
 
     @property
     def client(self) -> AsyncOpenAI:
@@ -89,7 +100,7 @@ class LLM:
             http_client=DefaultAioHttpClient(timeout=s.openai_timeout),
         )
 
-    async def _create(self, body: dict[str, Any]) -> Any:
+    async def _create(self, body: dict[str, Any], retries: int | None = None) -> Any:
         """POSTs /chat/completions through the SDK (its retries, auth, errors and types).
 
         `chat.completions.create` first walks the request through the SDK's TypedDict
@@ -105,7 +116,10 @@ class LLM:
             "/chat/completions",
             cast_to=object,  # the JSON as it came, without building pydantic models
             body=body,
-            options={"security": {"bearer_auth": True}},
+            options={
+                "security": {"bearer_auth": True},
+                **({"max_retries": retries} if retries is not None else {}),
+            },
             stream=stream,
             stream_cls=AsyncStream[object] if stream else None,
         )
@@ -127,17 +141,27 @@ class LLM:
         stream: bool = True,
         on_text: OnText | None = None,
         label: str = "-",
+        images: Sequence[Picture] = (),
+        hint: str = "",
     ) -> Completion:
-        """Runs one chat completion; `on_text` receives the accumulated text as it streams."""
-        model = model or self._settings.openai_model
+        """Runs one chat completion; `on_text` receives the accumulated text as it streams.
+
+        `images` go on the last message as image parts (with `hint` after its text); a model
+        that refuses them raises VisionRefused, now and for every later call with images."""
+        model = model or (self._settings.image_model if images else self._settings.openai_model)
         started = time.perf_counter()
         outcome = "ok"
         result: Completion | None = None
         try:
-            if stream:
-                result = await self._stream(messages, model, max_tokens, on_text)
+            if images and not self.accepts_images(model):
+                raise VisionRefused()
+            call = _Call(attach(messages, images, hint) if images else list(messages), images)
+            if stream and images:
+                result = await self._stream_images(call, model, max_tokens, on_text)
+            elif stream:
+                result = await self._stream(call, model, max_tokens, on_text)
             else:
-                result = await self._complete(messages, model, max_tokens)
+                result = await self._complete(call, model, max_tokens)
             if not result.text.strip():
                 outcome = "empty"
                 raise EmptyCompletion()
@@ -145,6 +169,15 @@ class LLM:
         except ModelError as exc:
             if outcome == "ok":
                 outcome = type(exc).__name__
+            if isinstance(exc, VisionRefused) and self.accepts_images(model):
+                self.vision.remember(self._settings.openai_base_url, model)
+                log.error(
+                    "The model %r at %s does not take images: set VISION_MODEL to one that does "
+                    "(e.g. gpt-4o-mini; Ollama's qwen2.5vl or gemma3; llama.cpp with --mmproj); "
+                    "photos are refused until then",
+                    model,
+                    self._settings.openai_base_url,
+                )
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -162,28 +195,45 @@ class LLM:
                 outcome,
             )
 
+    async def _stream_images(
+        self, call: _Call, model: str, max_tokens: int | None, on_text: OnText | None
+    ) -> Completion:
+        """Streams a call with images. llama-cpp-python's server, given an image it cannot
+        take, answers 200 and its stream dies before the first chunk (measured,
+        docs/real-servers.md); asked once more without streaming, it says why (a 500)."""
+        try:
+            return await self._stream(call, model, max_tokens, on_text)
+        except ModelUnavailable:
+            # The dead stream leaves its pooled connection broken: the next request on it fails
+            # at once (as a timeout), so the probe may retry on a fresh one.
+            retries = max(1, self._settings.openai_max_retries)
+            result = await self._complete(call, model, max_tokens, retries)
+            if on_text is not None and result.text:
+                on_text(result.text)
+            return result
+
     async def _complete(
-        self, messages: Sequence[Message], model: str, max_tokens: int | None
+        self, call: _Call, model: str, max_tokens: int | None, retries: int | None = None
     ) -> Completion:
         try:
             response = await self._create(
-                {"model": model, "messages": list(messages), **_limit(max_tokens)}
+                {"model": model, "messages": call.messages, **_limit(max_tokens)}, retries
             )
         except Exception as exc:
-            raise translate(exc, self._settings) from exc
+            raise translate(exc, self._settings, images=bool(call.images)) from exc
         if not isinstance(response, dict):
             log.warning("The model server answered with something that is not JSON")
             raise ModelUnavailable()
         choices = response.get("choices") or [{}]
         text = (choices[0].get("message") or {}).get("content") or ""
         finish = choices[0].get("finish_reason")
-        usage, estimated = _usage(response.get("usage"), messages, text, model)
+        usage, estimated = _usage(response.get("usage"), call, text, model)
         log.debug("completion model=%s finish=%s", model, finish)
         return Completion(text, usage, model, finish, estimated)
 
     async def _stream(
         self,
-        messages: Sequence[Message],
+        call: _Call,
         model: str,
         max_tokens: int | None,
         on_text: OnText | None,
@@ -194,14 +244,14 @@ class LLM:
             extra["stream_options"] = {"include_usage": True}
         try:
             stream = await self._create(
-                {"model": model, "messages": list(messages), "stream": True, **extra}
+                {"model": model, "messages": call.messages, "stream": True, **extra}
             )
         except Exception as exc:
             if "stream_options" in extra and "stream_options" in str(exc):
                 log.info("The model server rejects stream_options; usage will be estimated")
                 self._no_stream_options.add(base)
-                return await self._stream(messages, model, max_tokens, on_text)
-            raise translate(exc, self._settings) from exc
+                return await self._stream(call, model, max_tokens, on_text)
+            raise translate(exc, self._settings, images=bool(call.images)) from exc
         parts: list[str] = []
         finish: str | None = None
         raw_usage: Any = None
@@ -234,26 +284,49 @@ class LLM:
         if finish is None and raw_usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
             raise ModelStreamInterrupted(text) if text else ModelUnavailable()
-        usage, estimated = _usage(raw_usage, messages, text, model)
+        usage, estimated = _usage(raw_usage, call, text, model)
         return Completion(text, usage, model, finish, estimated)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """The messages as sent (image parts included) and the images they carry."""
+
+    messages: list[dict[str, Any]]
+    images: Sequence[Picture] = ()
 
 
 def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
 
 
-def _usage(raw: Any, messages: Sequence[Message], text: str, model: str) -> tuple[Usage, bool]:
+def _usage(raw: Any, call: _Call, text: str, model: str) -> tuple[Usage, bool]:
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
         return Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0)), False
-    return Usage(tokens.count_messages(messages, model), tokens.count_text(text, model)), True
+    prompt = tokens.count_messages(call.messages, model)
+    prompt += sum(image_tokens(model, p.width, p.height) for p in call.images)
+    if call.images:  # the last message's text is in its parts, which count_messages skips
+        prompt += sum(
+            tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
+        )
+    return Usage(prompt, tokens.count_text(text, model)), True
 
 
-def translate(exc: BaseException, settings: Settings) -> ModelError:
-    """Turns an SDK or transport exception into one of ours, logging what the owner must fix."""
+def translate(exc: BaseException, settings: Settings, *, images: bool = False) -> ModelError:
+    """Turns an SDK or transport exception into one of ours, logging what the owner must fix.
+
+    With `images`, an error that says the model takes none becomes VisionRefused."""
     import openai
 
     if isinstance(exc, ModelError):
         return exc
+    if images and isinstance(exc, openai.APIStatusError):
+        refused = rejects_images(exc.status_code, str(exc))
+        if refused and not any(m in str(exc).lower() for m in _CONTEXT_MARKERS):
+            return VisionRefused()
+        if refused is False:
+            log.warning("The model server could not read an image: %s", exc)
+            return ModelError()
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeout()
     if isinstance(exc, openai.APIConnectionError):

@@ -104,12 +104,14 @@ class Memory:
         *,
         turn_id: int | None = None,
         question: Turn | None = None,
+        attached: int = 0,
     ) -> Prompt:
         """The prompt answering stored message `turn_id` (default: the chat's newest).
 
         `question` (/retry) is that message itself: it may have been folded into the summary
         since (chatter after it pushes it out of the verbatim turns), and is then answered
-        with the summary as its context rather than not at all."""
+        with the summary as its context rather than not at all. `attached`: tokens of the
+        images sent with the new message (this call only)."""
         s = self.settings
         await self.load_factors()
         backlog = await self.store.backlog(chat, 2 * s.history_token_budget + 16_000)
@@ -122,7 +124,7 @@ class Memory:
         if not turns:
             raise RuntimeError(f"chat {chat} has no stored message to answer")
         new, older = turns[-1], turns[:-1]
-        alloc = self.allocation(persona, turn_cost(new, self.model), summary, squeeze)
+        alloc = self.allocation(persona, turn_cost(new, self.model) + attached, summary, squeeze)
         candidates: list[Turn] = []
         words = query_words(new.text) if alloc.recall > 0 else []
         if words:
@@ -140,6 +142,7 @@ class Memory:
             summary=summary.text if summary else "",
             candidates=candidates,
             model=self.model,
+            attached=attached,
         )
         if question is None and backlog.complete and len(turns) == len(backlog.turns):
             cost = sum(turn_cost(t, self.model) for t in older) + turn_cost(new, self.model)

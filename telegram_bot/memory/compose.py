@@ -150,8 +150,12 @@ def compose(
     summary: str = "",
     recalled: Sequence[Turn] = (),
     model: str = "",
+    attached: int = 0,
 ) -> Prompt:
     """Builds the messages and guarantees their count is ≤ `limit`.
+
+    `attached` is what the new message's images cost (`llm.vision.image_tokens`): they are
+    added to it as content parts by the model client, and counted here.
 
     Parts are given already fitted to their caps, but token counts of joined text are not
     exactly additive, so the result is counted once and, if still over, trimmed in order of
@@ -159,7 +163,7 @@ def compose(
     Raises PromptTooLong when even the new message alone cannot fit.
     """
     new_cost = turn_cost(new, model)
-    floor = tokens.TOKENS_REPLY_PRIMING + tokens.TOKENS_PER_MESSAGE + new_cost
+    floor = tokens.TOKENS_REPLY_PRIMING + tokens.TOKENS_PER_MESSAGE + new_cost + attached
     if floor > limit:
         raise PromptTooLong()
     history = list(history)
@@ -209,6 +213,7 @@ def assemble(
     summary: str = "",
     candidates: Sequence[Turn] = (),
     model: str = "",
+    attached: int = 0,
 ) -> Prompt:
     """The whole prompt from stored parts and this turn's caps (pure).
 
@@ -231,6 +236,7 @@ def assemble(
         summary=summary_text,
         recalled=recalled,
         model=model,
+        attached=attached,
     )
     dropped = len(older) - prompt.history
     return Prompt(

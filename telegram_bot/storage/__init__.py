@@ -1,8 +1,8 @@
 """The storage interface the engine and the adapters depend on, and the factory that opens one.
 
-The bot talks to storage only through `Store`, a small Protocol, so a second backend (PostgreSQL
-for webhook replicas) can be dropped in and run the very same tests in `tests/test_store.py`,
-which are parametrised over every backend. SQLite (`sqlite/`) is the embedded default. The
+The bot talks to storage only through `Store`, a small Protocol, so every backend runs the very
+same tests in `tests/test_store.py`, which are parametrised over them. SQLite (`sqlite/`) is
+the embedded default; PostgreSQL (`postgres/`) is for a database shared by several replicas. The
 methods are what the bot does with its data, not tables: each is one atomic step, and a
 message's hot path is three of them (`add_user_turn`, `backlog`, `add_reply`).
 """
@@ -43,6 +43,10 @@ class Store(Protocol):
         is stored). A message without a Telegram id (the console) is always stored. Either way
         it marks the chat active again (`set_chat_active`): someone who blocked the bot and now
         writes to it can be answered.
+
+        Media (m008): the turn's `kind`, `duration` and `attachments` (metadata only: the
+        platform's file ids, never bytes or URLs) are stored with it and read back on every
+        `Turn` (`backlog`, `last_exchange`, `search_turns`...).
         """
 
     async def archive(self, chat: ChatKey) -> int:
@@ -83,10 +87,15 @@ class Store(Protocol):
         day: date,
         prompt_tokens: int,
         completion_tokens: int,
+        *,
+        audio_seconds: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
 
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
+        `audio_seconds` books a transcription (m008's `usage.audio_seconds`: speech-to-text is
+        billed by the second); `usage_totals` and `top_chats` sum it into
+        `UsageTotals.audio_seconds`.
         """
 
     async def add_reply(
@@ -160,9 +169,17 @@ class Store(Protocol):
 
 
 def open_store(settings: Settings) -> Store:
-    """The store the settings name, not yet open: SQLite at `settings.database_path` (a
-    PostgreSQL store will be chosen by a database URL)."""
+    """The store the settings name, not yet open: PostgreSQL at `settings.database_url` when
+    it is set, else SQLite at `settings.database_path`."""
     # A backend's modules load only when it is chosen (PostgreSQL's driver is an optional extra).
+    if settings.database_url:
+        from .postgres.store import PostgresStore
+
+        return PostgresStore(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pgbouncer=settings.database_pgbouncer,
+        )
     from .sqlite.store import SQLiteStore
 
     return SQLiteStore(settings.database_path, busy_timeout=settings.database_busy_timeout)

@@ -22,11 +22,17 @@ def _index(text: str, utf16_offset: int) -> int:
     return len(text.encode("utf-16-le")[: utf16_offset * 2].decode("utf-16-le", "ignore"))
 
 
+def body_of(message: Message) -> str:
+    """The message's text, or a photo's, file's or recording's caption."""
+    return message.text if message.text is not None else (message.caption or "")
+
+
 def mention_spans(message: Message, bot_id: int, username: str) -> list[tuple[int, int]]:
-    """Where the message mentions this bot, as (start, end) indices into `message.text`."""
-    text = message.text or ""
+    """Where the message mentions this bot, as (start, end) indices into `body_of(message)`."""
+    text = body_of(message)
     spans = []
-    for entity in message.entities or ():
+    entities = message.entities if message.text is not None else message.caption_entities
+    for entity in entities or ():
         start = _index(text, entity.offset)
         end = _index(text, entity.offset + entity.length)
         named = entity.type == MessageEntity.MENTION and (
@@ -66,7 +72,7 @@ def is_reply_to_me(message: Message, bot_id: int) -> bool:
 def addressed_text(message: Message, bot: Bot) -> str | None:
     """The text meant for the model if this group message is addressed to the bot, else None.
     An empty string means the bot was addressed without a question."""
-    text = message.text or ""
+    text = body_of(message)
     spans = mention_spans(message, bot.id, bot.username)
     if spans:
         return strip_mentions(text, spans, bot.first_name)

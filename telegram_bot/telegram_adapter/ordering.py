@@ -13,6 +13,7 @@ from telegram.ext import BaseUpdateProcessor
 
 from ..coordination.local import KeyedLocks
 from ..models import ChatKey
+from .albums import Albums
 from .updates import chat_key, is_stop_command
 
 
@@ -47,21 +48,31 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
 
     ADMIT_ALL = sys.maxsize
 
-    def __init__(self, max_concurrent_updates: int) -> None:
+    def __init__(self, max_concurrent_updates: int, albums: Albums | None = None) -> None:
         if max_concurrent_updates < 1:
             raise ValueError("max_concurrent_updates must be a positive integer")
         super().__init__(self.ADMIT_ALL)
         self.limit = max_concurrent_updates
         self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._chats = KeyedLocks()
+        self.albums = albums
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = ordering_key(update)
+        if key is not None and self._album_follower(key, update):
+            key = None  # it only joins its album, whose first part waits for it (albums.py)
         if key is None:
             await coroutine
             return
         async with self._chats.hold(key), self._slots:
             await coroutine
+
+    def _album_follower(self, key: ChatKey, update: object) -> bool:
+        message = update.effective_message if isinstance(update, Update) else None
+        if self.albums is None or message is None or not message.media_group_id:
+            return False
+        assert isinstance(update, Update)
+        return not self.albums.arrive(key, message.media_group_id, update.update_id)
 
     async def initialize(self) -> None:
         """Nothing to set up: locks are created on demand."""

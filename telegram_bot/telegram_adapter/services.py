@@ -18,6 +18,7 @@ from ..config import Settings
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
+from .albums import Albums
 from .flood import FloodWait
 
 _KEY = "services"
@@ -31,6 +32,7 @@ class Services:
     guard: Guard  # the allowlist, refusal pacing, group admins, persona presets
     bot_username: str = ""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    albums: Albums = field(default_factory=Albums)  # photos sent together, being gathered
     flood: FloodWait = field(default_factory=FloodWait)  # every wait before sending again
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:

@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from . import _tokens
+from ._openai_media import OpenAIMedia, dead_stream, image_urls
 from ._server import (
     FakeServer,
     Journal,
@@ -100,6 +102,11 @@ class ChatRequest:
     def include_usage(self) -> bool:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    @property
+    def images(self) -> list[str]:
+        """The URLs of the request's image parts (data: URLs from the bot)."""
+        return image_urls(self.messages)
 
     @property
     def last_user_text(self) -> str:
@@ -318,7 +325,10 @@ def usage_body(prompt: int, completion: int, reasoning: int = 0) -> dict[str, An
     }
 
 
-class FakeOpenAI(FakeServer):
+LIVE: weakref.WeakSet[FakeOpenAI] = weakref.WeakSet()  # every fake made by this process
+
+
+class FakeOpenAI(OpenAIMedia, FakeServer):
     """The fake chat-completions server. See the module docstring for usage.
 
     Tunables (plain attributes, change them any time): `api_key`, `latency`, `chunk_chars`,
@@ -351,6 +361,8 @@ class FakeOpenAI(FakeServer):
         self._queue: deque[Behaviour] = deque()
         self._journal: Journal[ChatRequest] = Journal()
         self._ids = itertools.count(1)
+        self._init_media()
+        LIVE.add(self)
 
     @property
     def base_url(self) -> str:
@@ -367,6 +379,7 @@ class FakeOpenAI(FakeServer):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._list_models)
+        app.router.add_post("/v1/audio/transcriptions", self._audio_transcriptions)
         app.router.add_routes(control_routes(self))
         return app
 
@@ -410,6 +423,8 @@ class FakeOpenAI(FakeServer):
         """Forget requests and the scripted queue (settings stay)."""
         self._journal.clear()
         self._queue.clear()
+        self._transcriptions.clear()
+        self._transcripts.clear()
 
     def count_prompt_tokens(self, messages: list[dict[str, Any]], model: str = "") -> int:
         """Prompt tokens as this server reports and enforces them (token_factor applied)."""
@@ -436,6 +451,8 @@ class FakeOpenAI(FakeServer):
         body, parse_error = _parse_body(await request.read())
         chat = ChatRequest(body, {k.lower(): v for k, v in request.headers.items()}, arrived)
         self._journal.append(chat)
+        if chat.stream and chat.images and not self.vision and self.vision_stream_dies:
+            return await dead_stream(request)
         rejection = (
             self._auth_error(chat.headers.get("authorization"))
             or parse_error
@@ -488,6 +505,9 @@ class FakeOpenAI(FakeServer):
             )
         if not chat.model:
             return Error(400, "you must provide a model parameter", "invalid_request_error")
+        refused = self._vision_error(chat)
+        if refused is not None:
+            return refused
         if not chat.messages:
             return Error(
                 400,

@@ -42,6 +42,7 @@ from ._server import (
     serve_until_signalled,
     standalone_parser,
 )
+from ._telegram_files import TelegramFiles
 from ._telegram_text import MAX_TEXT_UTF16, Rendered, TextRejected, render, trim, utf16_len
 from ._telegram_text import visible_text as _visible_text
 
@@ -297,7 +298,7 @@ def _make_fault_error(
     return ApiError(status, description, parameters, raw_body)
 
 
-class FakeTelegram(FakeServer):
+class FakeTelegram(TelegramFiles, FakeServer):
     """The fake Bot API server. See the module docstring for usage.
 
     Public state tests may read or tweak directly: `calls`, `bot_messages`, `drafts`,
@@ -344,6 +345,7 @@ class FakeTelegram(FakeServer):
         self._delays: dict[str, float] = {}
         self._drops: dict[str, int] = {}
         self._methods = self._method_table()
+        self._init_files()
 
     # ----------------------------------------------------------------- server plumbing
 
@@ -357,6 +359,7 @@ class FakeTelegram(FakeServer):
 
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         app.router.add_routes(control_routes(self))
         return app
 
@@ -762,6 +765,7 @@ class FakeTelegram(FakeServer):
             "getChat": self._get_chat,
             "getChatMember": self._get_chat_member,
             "getChatAdministrators": self._get_chat_administrators,
+            "getFile": self._get_file,
             "answerCallbackQuery": self._answer_callback_query,
             "setMessageReaction": _true,
             "leaveChat": _true,

@@ -1,8 +1,3 @@
-"""Fixtures for tests against real servers, each kind from its own module."""
-
-# PostgreSQL (conftest_postgres.py). Imported by name rather than listed in `pytest_plugins`:
-# pytest refuses `pytest_plugins` in a conftest below the rootdir when it collects the whole
-# suite (`pytest -q`, as CI runs), though `pytest tests/real` would accept it.
-from tests.real.conftest_postgres import pg_dsn, pg_server
-
-__all__ = ["pg_dsn", "pg_server"]
+"""Fixtures for tests against real servers: PostgreSQL's (`pg_server`, `pg_dsn`, from
+conftest_postgres.py) are registered in tests/conftest.py, for the whole suite; another kind of
+server adds its own `conftest_<kind>.py` and registers it the same way."""

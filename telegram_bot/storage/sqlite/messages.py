@@ -29,7 +29,8 @@ _WAKE_CHAT = "UPDATE chats SET active = 1 WHERE chat_id = ? AND active = 0"
 _INSERT_MESSAGE = (
     "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, tokens, "
     "status, tg_message_id, reply_to, model, prompt_tokens, completion_tokens, overheard, "
-    "created_at, undelivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, kind, duration, attachments, undelivered) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The conflict target names m006's partial index (its columns and its WHERE). Not RETURNING:
 # `cursor.rowcount` (sqlite3_changes) says whether the row went in on any SQLite with upsert,
@@ -56,10 +57,11 @@ _TRIM_OVERHEARD = """
 """
 
 BOOK_USAGE = (
-    "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
-    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
-    "calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-    "completion_tokens = completion_tokens + excluded.completion_tokens"
+    "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
+    "audio_seconds) VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE "
+    "SET calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = completion_tokens + excluded.completion_tokens, "
+    "audio_seconds = audio_seconds + excluded.audio_seconds"
 )
 
 
@@ -85,6 +87,9 @@ def _values(turn: NewTurn, now: float, *, overheard: bool = False) -> tuple[obje
         turn.usage.completion_tokens or None,
         int(overheard),
         now,
+        turn.kind.value,
+        turn.duration,
+        rows.attachments_to_json(turn.attachments),
         int(turn.undelivered),
     )
 
@@ -139,7 +144,7 @@ def add_reply(
     usage = turn.usage
     if usage.total:
         booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
-        db.execute(BOOK_USAGE, (*booking, usage.prompt_tokens, usage.completion_tokens))
+        db.execute(BOOK_USAGE, (*booking, usage.prompt_tokens, usage.completion_tokens, 0))
     return row_id
 
 
@@ -182,11 +187,13 @@ def move_chat(db: sqlite3.Connection, old_chat_id: int, new_chat_id: int) -> int
     # Usage totals add up: both ids may have a row for the same day and user (the supergroup
     # was used before the old group's service message arrived).
     db.execute(
-        "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens) "
-        "SELECT day, ?, user_id, calls, prompt_tokens, completion_tokens FROM usage "
-        "WHERE chat_id = ? ON CONFLICT (day, chat_id, user_id) DO UPDATE SET "
-        "calls = calls + excluded.calls, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-        "completion_tokens = completion_tokens + excluded.completion_tokens",
+        "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
+        "audio_seconds) SELECT day, ?, user_id, calls, prompt_tokens, completion_tokens, "
+        "audio_seconds FROM usage WHERE chat_id = ? ON CONFLICT (day, chat_id, user_id) DO "
+        "UPDATE SET calls = calls + excluded.calls, "
+        "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+        "completion_tokens = completion_tokens + excluded.completion_tokens, "
+        "audio_seconds = audio_seconds + excluded.audio_seconds",
         (new_chat_id, old_chat_id),
     )
     db.execute("DELETE FROM usage WHERE chat_id = ?", (old_chat_id,))

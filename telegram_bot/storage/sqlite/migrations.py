@@ -257,6 +257,23 @@ async def m006_user_messages_unique(db: aiosqlite.Connection) -> None:
     await db.execute("DROP INDEX IF EXISTS messages_tg")
 
 
+async def m008_media(db: aiosqlite.Connection) -> None:
+    """Voice notes, photos and files: what kind of message a turn was, and what came with it.
+
+    A voice note is stored as its transcript, a photo as a short placeholder with its caption, a
+    file as its framed text, so history, summaries and recall read them like any text. `kind`
+    says which it was ('text' for every older row), `duration` the seconds of speech, and
+    `attachments` the files as the platform described them (JSON: kind, the platform's file id,
+    size, dimensions, name, type; never a download URL, which holds the bot token), so /retry
+    of a photo can fetch the image again. `usage.audio_seconds` books transcription, which
+    speech-to-text services bill by the second, not by the token.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text'")
+    await db.execute("ALTER TABLE messages ADD COLUMN duration INTEGER")
+    await db.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
+    await db.execute("ALTER TABLE usage ADD COLUMN audio_seconds INTEGER NOT NULL DEFAULT 0")
+
+
 async def m010_undelivered_replies(db: aiosqlite.Connection) -> None:
     """A reply is stored before it is sent, marked `undelivered` until Telegram confirms it.
 
@@ -277,6 +294,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m004_usage_and_retry,
     m005_recall_by_chat,
     m006_user_messages_unique,
+    m008_media,  # m007 is another branch's; the lead merges them in order
     m010_undelivered_replies,
 )
 

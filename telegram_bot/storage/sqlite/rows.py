@@ -6,15 +6,17 @@ in the same order, as the mapping function that reads them.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ...models import Author, ChatKey, Role, Status, Summary, Turn, Usage
+from ...models import Attachment, Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised, undelivered"
+    "tg_message_id, archived, summarised, kind, duration, attachments, undelivered"
 )
 SUMMARY_COLUMNS = (
     "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
@@ -41,7 +43,31 @@ def turn(row: Sequence[Any]) -> Turn:
         tg_message_id=row[10],
         archived=bool(row[11]),
         summarised=bool(row[12]),
-        undelivered=bool(row[13]),
+        kind=MessageKind(row[13]),
+        duration=row[14],
+        attachments=attachments_from_json(row[15]),
+        undelivered=bool(row[16]),
+    )
+
+
+def attachments_to_json(attachments: Sequence[Attachment]) -> str | None:
+    """The `attachments` column (m008): each attachment's fields, without empty ones."""
+    if not attachments:
+        return None
+    return json.dumps(
+        [
+            {k: v for k, v in dataclasses.asdict(item).items() if v is not None}
+            for item in attachments
+        ],
+        separators=(",", ":"),
+    )
+
+
+def attachments_from_json(raw: str | None) -> tuple[Attachment, ...]:
+    if not raw:
+        return ()
+    return tuple(
+        Attachment(**{**item, "kind": MessageKind(item["kind"])}) for item in json.loads(raw)
     )
 
 

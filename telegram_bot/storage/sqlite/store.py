@@ -109,11 +109,13 @@ class SQLiteStore:
         day: date,
         prompt_tokens: int,
         completion_tokens: int,
+        *,
+        audio_seconds: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
+        booking = (day.isoformat(), chat_id, user_id or 0)
         await self._conn.execute(
-            messages.BOOK_USAGE,
-            (day.isoformat(), chat_id, user_id or 0, prompt_tokens, completion_tokens),
+            messages.BOOK_USAGE, (*booking, prompt_tokens, completion_tokens, audio_seconds)
         )
 
     async def usage_totals(
@@ -126,7 +128,8 @@ class SQLiteStore:
     ) -> UsageTotals:
         sql = (
             "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(prompt_tokens), 0), "
-            "COALESCE(SUM(completion_tokens), 0) FROM usage WHERE day BETWEEN ? AND ?"
+            "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(audio_seconds), 0) "
+            "FROM usage WHERE day BETWEEN ? AND ?"
         )
         params: list[Any] = [first_day.isoformat(), last_day.isoformat()]
         if user_id is not None:
@@ -142,12 +145,13 @@ class SQLiteStore:
         self, first_day: date, last_day: date, limit: int
     ) -> list[tuple[int, UsageTotals]]:
         found = await self._conn.rows(
-            "SELECT chat_id, SUM(calls), SUM(prompt_tokens), SUM(completion_tokens) FROM usage "
+            "SELECT chat_id, SUM(calls), SUM(prompt_tokens), SUM(completion_tokens), "
+            "SUM(audio_seconds) FROM usage "
             "WHERE day BETWEEN ? AND ? GROUP BY chat_id "
             "ORDER BY SUM(prompt_tokens) + SUM(completion_tokens) DESC, chat_id LIMIT ?",
             (first_day.isoformat(), last_day.isoformat(), limit),
         )
-        return [(int(r[0]), UsageTotals(int(r[1]), int(r[2]), int(r[3]))) for r in found]
+        return [(int(r[0]), UsageTotals(*(int(v) for v in r[1:]))) for r in found]
 
     # -- memory: summaries and recall ----------------------------------------------------------
 

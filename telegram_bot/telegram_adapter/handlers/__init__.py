@@ -14,7 +14,12 @@ from telegram.ext import (
 
 from ..services import BotApp
 from ..sinks import STOP_DATA
-from . import admin, chat, commands, control, errors, gate, group, input, membership, usage
+from . import admin, chat, commands, control, errors, gate, group, input, media, membership, usage
+
+# Recordings, photos and files (an animated GIF also carries a document: it is not one).
+MEDIA = (
+    filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.PHOTO | filters.Document.ALL
+) & ~filters.ANIMATION
 
 
 def register(application: BotApp) -> None:
@@ -41,6 +46,7 @@ def register(application: BotApp) -> None:
             filters.ChatType.GROUPS & filters.TEXT & ~filters.COMMAND, group.on_group_text
         )
     )
+    application.add_handler(MessageHandler(MEDIA, media.on_media))
     application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, membership.on_migration))
     application.add_handler(
         ChatMemberHandler(membership.on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER)

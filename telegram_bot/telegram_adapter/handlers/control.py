@@ -19,6 +19,7 @@ from telegram.error import TelegramError
 
 from ...coordination import StopOutcome
 from ...models import ChatKey
+from ..downloads import TelegramMedia
 from ..replies import answer
 from ..services import Context
 from ..updates import chat_key
@@ -87,7 +88,10 @@ async def retry(update: Update, context: Context) -> None:
         update,
         context,
         key,
-        lambda sink: engine.retry(key, sink, user_id, may_retry_others=check),
+        # A photo question fetches its images again (their Telegram file ids are stored).
+        lambda sink: engine.retry(
+            key, sink, user_id, may_retry_others=check, source=TelegramMedia(context.bot, message)
+        ),
     )
 
 

@@ -3,8 +3,9 @@
 - Edited messages, channel posts and messages from other bots are ignored (`gate`, which runs
   before every other handler). An edit is not answered anew: the answer to the original is
   already in the chat and in the history, and answering every typo fix would double the cost.
-- Stickers, GIFs, voice, photos, documents and other non-text messages get one polite line in
-  a private chat saying what the bot reads; in groups they pass in silence.
+- Stickers, GIFs, videos and other messages the bot cannot read get one polite line in a
+  private chat saying what it reads; in groups they pass in silence. (Voice notes, photos and
+  files are `media.py`'s.)
 - Unknown commands get a hint to /help (in groups only when addressed to this bot).
 """
 
@@ -40,7 +41,7 @@ async def gate(update: Update, context: Context) -> None:
 
 
 async def unsupported(update: Update, context: Context) -> None:
-    """A sticker, voice note, photo, file... in a private chat: say what the bot reads."""
+    """A sticker, GIF, video... in a private chat: say what the bot reads."""
     message = update.effective_message
     if message is None:
         return

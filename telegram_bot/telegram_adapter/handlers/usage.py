@@ -21,10 +21,13 @@ def describe(totals: UsageTotals) -> str:
     if not totals.calls:
         return "nothing yet"
     answers = "answer" if totals.calls == 1 else "answers"
-    return (
+    line = (
         f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, "
         f"{totals.completion_tokens:,} out) in {totals.calls:,} {answers}"
     )
+    if totals.audio_seconds:  # transcription is billed by the second
+        line += f", {totals.audio_seconds:,} s of speech transcribed"
+    return line
 
 
 async def usage(update: Update, context: Context) -> None:

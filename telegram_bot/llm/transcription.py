@@ -1,0 +1,121 @@
+"""Speech to text through an OpenAI-compatible `POST /audio/transcriptions` (multipart upload).
+
+OpenAI's Whisper, speaches (faster-whisper-server), whisper.cpp's server and vLLM all speak it.
+The endpoint is TRANSCRIPTION_BASE_URL (default: the chat endpoint's OPENAI_BASE_URL) with
+TRANSCRIPTION_API_KEY (default: OPENAI_API_KEY); its own `AsyncOpenAI` is made on the first
+recording, so a bot nobody sends voice to never builds it. A server with no such endpoint
+(Ollama answers 404) or that refuses the key is a setting to fix: the user gets one line, the
+log says what to set. Every call logs one INFO line, like a chat call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MediaError, TranscriptionFailed, TranscriptionUnavailable
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Transcriber:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: AsyncOpenAI | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+                    s = self._settings
+                    self._client = AsyncOpenAI(
+                        api_key=s.transcriber_api_key or "not-needed",
+                        base_url=s.transcriber_base_url,
+                        timeout=s.openai_timeout,
+                        max_retries=s.openai_max_retries,
+                        http_client=DefaultAioHttpClient(timeout=s.openai_timeout),
+                    )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def transcribe(
+        self, data: bytes, filename: str, mime: str, *, seconds: int, label: str = "-"
+    ) -> str:
+        """The words heard in the recording (may be empty: silence); raises MediaError."""
+        model = self._settings.transcription_model
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            result: Any = await self.client.audio.transcriptions.create(
+                model=model, file=(filename, data, mime), response_format="json"
+            )
+            text = getattr(result, "text", result)
+            return text.strip() if isinstance(text, str) else ""
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            error = self._translate(exc)
+            outcome = type(error).__name__
+            raise error from exc
+        finally:
+            log.info(
+                "transcription call chat=%s model=%s audio_seconds=%d bytes=%d latency_ms=%d "
+                "outcome=%s",
+                label,
+                model,
+                seconds,
+                len(data),
+                (time.perf_counter() - started) * 1000,
+                outcome,
+            )
+
+    def _translate(self, exc: BaseException) -> MediaError:
+        import openai
+
+        url = f"{self._settings.transcriber_base_url}/audio/transcriptions"
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            log.error(
+                "The speech-to-text server refused the credentials (HTTP %s) at %s: check "
+                "TRANSCRIPTION_API_KEY (default: OPENAI_API_KEY)",
+                exc.status_code,
+                url,
+            )
+            return TranscriptionUnavailable()
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in (404, 405):
+            if "model" in str(exc).lower() and exc.status_code == 404:
+                log.error(
+                    "The speech-to-text server at %s has no model %r: check TRANSCRIPTION_MODEL",
+                    url,
+                    self._settings.transcription_model,
+                )
+            else:
+                log.error(
+                    "There is no speech-to-text endpoint at %s (HTTP %s; Ollama has none): set "
+                    "TRANSCRIPTION_BASE_URL to a Whisper server (speaches, whisper.cpp's "
+                    "server, vLLM, OpenAI), with TRANSCRIPTION_MODEL and TRANSCRIPTION_API_KEY; "
+                    "see README, 'Voice, photos and files'",
+                    url,
+                    exc.status_code,
+                )
+            return TranscriptionUnavailable()
+        if isinstance(exc, openai.APIStatusError):
+            log.warning("The speech-to-text server failed (HTTP %s): %s", exc.status_code, exc)
+        else:
+            log.warning("The speech-to-text server is unreachable: %s", type(exc).__name__)
+        return TranscriptionFailed()

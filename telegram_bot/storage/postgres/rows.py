@@ -1,0 +1,93 @@
+"""Rows to records, the column lists they read, and the recall query's helpers.
+
+Pure functions, no I/O. asyncpg returns a `Record` for a row and a plain tuple for a `ROW(...)`
+inside a query (how `backlog` and `last_exchange` return several kinds of rows in one); both
+are read by position, so every query that builds a `Turn` or a `Summary` selects the same
+columns, in the same order, as the function that reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ...models import Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
+
+# The `attachments` column holds the same JSON as SQLite's (m008), so migrate-db copies it as is.
+from ..sqlite.rows import attachments_from_json, attachments_to_json
+
+__all__ = ["attachments_to_json"]
+
+TURN_COLUMNS = (
+    "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
+    "tg_message_id, archived, summarised, kind, duration, attachments, undelivered"
+)
+SUMMARY_COLUMNS = (
+    "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
+    "created_at, model, prompt_tokens, completion_tokens"
+)
+# The text search configuration of migration p002 (language-neutral, accents folded).
+TEXT_SEARCH_CONFIG = "telegram_bot_text"
+
+
+def prefixed(columns: str, alias: str) -> str:
+    """A column list qualified by a table alias, for queries that join."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
+def turn(row: Sequence[Any]) -> Turn:
+    author = Author(row[7], row[8]) if row[8] is not None else None
+    return Turn(
+        id=row[0],
+        chat=ChatKey(row[1], row[2]),
+        role=Role(row[3]),
+        text=row[4],
+        tokens=row[5],
+        created_at=row[6],
+        author=author,
+        status=Status(row[9]),
+        tg_message_id=row[10],
+        archived=row[11],
+        summarised=row[12],
+        kind=MessageKind(row[13]),
+        duration=row[14],
+        attachments=attachments_from_json(row[15]),
+        undelivered=row[16],
+    )
+
+
+def summary(row: Sequence[Any]) -> Summary:
+    return Summary(
+        id=row[0],
+        chat=ChatKey(row[1], row[2]),
+        text=row[3],
+        tokens=row[4],
+        first_message_id=row[5],
+        last_message_id=row[6],
+        messages_covered=row[7],
+        created_at=row[8],
+        model=row[9],
+        usage=Usage(row[10] or 0, row[11] or 0),
+    )
+
+
+def chat_token(chat: ChatKey) -> str:
+    """The tsquery matching the lexeme p002 adds to each message of `chat` ('#c42t0',
+    '#cn100t7'): the text parser never makes a lexeme with '#', so no word can be one."""
+    sign = "n" if chat.chat_id < 0 else ""
+    return f"'#c{sign}{abs(chat.chat_id)}t{chat.thread_id}'"
+
+
+def tsquery(words: Sequence[str]) -> str:
+    """A `to_tsquery` text matching any of `words`; each is a quoted lexeme (quotes doubled,
+    backslashes escaped), so no user text can be query syntax. Words of four letters or more
+    also match as prefixes ("sister" finds "sisters"), as the SQLite backend's do. A word
+    without a letter or digit could only ever be an empty query, and is left out."""
+    terms = []
+    for raw in words:
+        word = "".join(ch for ch in raw if ch.isprintable()).strip()  # no NUL in PostgreSQL text
+        if not any(ch.isalnum() for ch in word):
+            continue
+        quoted = "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+        terms.append(quoted + ":*" if len(word) >= 4 else quoted)
+    return " | ".join(terms)
