@@ -378,7 +378,7 @@ async def test_a_long_answer_streamed_by_edits_ends_as_whole_parts_without_losin
     ai.chunk_chars, ai.chunk_delay = 300, 0.02  # many previews: the parts grow by edits
     asked = say(tg, ALICE, "@test_bot write a lot")
     # The reply is marked delivered once every part has been delivered.
-    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant' AND undelivered = 0"
+    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant' AND NOT undelivered"
     await eventually(lambda: db(sql, (GROUP,)), bool)
     messages = sent(tg)
     assert len(messages) >= 3

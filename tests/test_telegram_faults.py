@@ -88,7 +88,7 @@ async def test_a_part_telegram_finds_too_long_is_sent_in_halves(
         text = " ".join(f"word{i}" for i in range(400))
         ai.enqueue(text)
         tg.send_text(ALICE, "long one", user_id=ALICE)
-        delivered = "SELECT 1 FROM messages WHERE role = 'assistant' AND undelivered = 0"
+        delivered = "SELECT 1 FROM messages WHERE role = 'assistant' AND NOT undelivered"
         await eventually(lambda: db(delivered), bool)
         parts = final_messages(tg, ALICE)
         assert len(parts) == 2
