@@ -1,3 +1,165 @@
-"""Fixtures for tests against real servers: PostgreSQL's (`pg_server`, `pg_dsn`, from
-conftest_postgres.py) are registered in tests/conftest.py, for the whole suite; another kind of
-server adds its own `conftest_<kind>.py` and registers it the same way."""
+"""Session fixtures: real llama.cpp servers (llama-cpp-python's and the C++ llama-server).
+
+(PostgreSQL's fixtures, `pg_server` and `pg_dsn`, live in conftest_postgres.py and are
+registered in tests/conftest.py, for the whole suite.)
+
+Each fixture builds its server on first use on this machine (see `tests/real/llama.py`; minutes,
+announced on the terminal), generates the tiny model once (`tinymodel.py`), starts the server
+once per session on a free port and stops it at the end. `n_ctx` defaults to 1024; a test that
+needs another window asks through indirect parametrisation, which starts a second process:
+
+    @pytest.mark.parametrize("llama_server", [2048], indirect=True)
+
+When a server cannot be built here (no compiler, no cmake, pip failing, or
+`TLB_REAL_SERVERS=0`) its tests skip, and the reason is printed as one line at the end of the
+run even without `-rs`. A server that was built but does not start is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.real import llama, servers
+from tests.real.servers import RunningServer
+from tests.real.tinymodel import TinyModelSpec, ensure_model
+
+DEFAULT_N_CTX = 1024
+DISABLE_ENV = "TLB_REAL_SERVERS"
+
+_skipped: dict[str, str] = {}
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """Writes to the terminal now, through pytest's output capture."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+def _skip(what: str, reason: str) -> None:
+    _skipped[what] = reason
+    pytest.skip(f"{what} unavailable: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for what, reason in _skipped.items():
+        terminalreporter.write_line(f"SKIPPED real {what} tests: {reason}", yellow=True)
+
+
+@pytest.fixture(scope="session")
+def llama_cache() -> Path:
+    """The per-machine cache directory (builds, wheels, generated models)."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        _skip("llama.cpp server", f"disabled by {DISABLE_ENV}=0")
+    return llama.cache_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(llama_cache: Path) -> Path:
+    with llama.cache_lock(llama_cache, "model"):
+        return ensure_model(llama_cache / "models", TinyModelSpec())
+
+
+def _built(
+    config: pytest.Config,
+    what: str,
+    build: Callable[[Path], Path],
+    root: Path,
+    record_dir: Path,
+) -> Path:
+    if llama.build_record(record_dir) is None:
+        _say(
+            config,
+            f"\nbuilding {what} into {root} (once per machine; 15-30 minutes on two busy "
+            f"cores; log in {root}/*.log)",
+        )
+    try:
+        return build(root)
+    except llama.Unavailable as exc:
+        _skip(what, str(exc))
+        raise  # pragma: no cover - pytest.skip raised already
+
+
+def _log_dir(factory: pytest.TempPathFactory) -> Path:
+    return factory.getbasetemp() / "llama-logs"
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python_server(
+    request: pytest.FixtureRequest,
+    llama_cache: Path,
+    tiny_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    """`python -m llama_cpp.server` (llama-cpp-python) serving the tiny model."""
+    n_ctx = int(getattr(request, "param", DEFAULT_N_CTX))
+    python = _built(
+        request.config,
+        "llama-cpp-python server",
+        llama.ensure_python_server,
+        llama_cache,
+        llama.python_server_dir(llama_cache),
+    )
+    port = servers.free_port()
+    try:
+        server = servers.start(
+            "llama-cpp-python",
+            servers.llama_cpp_python_argv(python, tiny_model, port, n_ctx),
+            port=port,
+            n_ctx=n_ctx,
+            log_path=_log_dir(tmp_path_factory) / f"llama-cpp-python-{n_ctx}.log",
+            ready_path="/v1/models",
+        )
+    except servers.ServerDidNotStart as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def llama_server(
+    request: pytest.FixtureRequest,
+    llama_cache: Path,
+    tiny_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    """The C++ `llama-server` serving the tiny model with one slot of `n_ctx` tokens."""
+    n_ctx = int(getattr(request, "param", DEFAULT_N_CTX))
+    binary = _built(
+        request.config,
+        "llama-server (C++)",
+        llama.ensure_llama_server,
+        llama_cache,
+        llama.llama_server_binary(llama_cache).parent,
+    )
+    port = servers.free_port()
+    try:
+        server = servers.start(
+            "llama-server",
+            servers.llama_server_argv(binary, tiny_model, port, n_ctx),
+            port=port,
+            n_ctx=n_ctx,
+            log_path=_log_dir(tmp_path_factory) / f"llama-server-{n_ctx}.log",
+            ready_path="/health",
+        )
+    except servers.ServerDidNotStart as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    servers.stop(server)
+
+
+@pytest.fixture(params=["llama_cpp_python_server", "llama_server"])
+def real_server(request: pytest.FixtureRequest) -> RunningServer:
+    """Either server: for the facts that hold for both, asserted once, run twice."""
+    server: RunningServer = request.getfixturevalue(request.param)
+    return server
