@@ -226,7 +226,7 @@ async def p004_media(db: asyncpg.Connection) -> None:
     )
 
 
-async def p010_undelivered_replies(db: asyncpg.Connection) -> None:
+async def p005_undelivered_replies(db: asyncpg.Connection) -> None:
     """SQLite's m010: a reply is stored before it is sent, marked until Telegram confirms it.
 
     The reply is committed first with `undelivered` set and no Telegram id; one UPDATE clears
@@ -242,7 +242,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     p002_recall,
     p003_sqlite_imports,
     p004_media,
-    p010_undelivered_replies,
+    p005_undelivered_replies,
 )
 
 
