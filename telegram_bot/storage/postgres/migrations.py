@@ -231,8 +231,7 @@ async def p005_undelivered_replies(db: asyncpg.Connection) -> None:
 
     The reply is committed first with `undelivered` set and no Telegram id; one UPDATE clears
     the mark and sets the id once Telegram has it. A reply still marked is an answer the user
-    never saw: /retry sends it rather than asking the model again. Numbered after SQLite's
-    migration, so parallel branches' PostgreSQL migrations do not collide with it.
+    never saw: /retry sends it rather than asking the model again.
     """
     await db.execute("ALTER TABLE messages ADD COLUMN undelivered boolean NOT NULL DEFAULT false")
 
