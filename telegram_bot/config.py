@@ -229,10 +229,28 @@ class Settings:
     # The longest text a file (text-like or PDF) may have to be read.
     max_document_chars: int = _setting("MAX_DOCUMENT_CHARS", _int(1, 10_000_000), 40_000)
 
+    # --- Bounded work (issue 16) ---------------------------------------------------------------
+    # One answer, first byte to last; unset: 3 × OPENAI_TIMEOUT (which bounds each read only).
+    answer_timeout: float | None = _setting("ANSWER_TIMEOUT", _float(1.0), None)
+    # The longest answer kept; unset: 16 characters per MAX_OUTPUT_TOKENS token.
+    max_answer_chars: int | None = _setting("MAX_ANSWER_CHARS", _int(100, 100_000_000), None)
+    # How long a write may wait for a database another process holds locked.
+    database_busy_timeout: float = _setting("DATABASE_BUSY_TIMEOUT", _float(0.0), 5.0)
+
     @property
     def context_window(self) -> int:
         """MODEL_CONTEXT_WINDOW, or the known window of the model family (8192 otherwise)."""
         return self.model_context_window or context_window_for(self.openai_model)
+
+    @property
+    def answer_deadline(self) -> float:
+        """ANSWER_TIMEOUT, or three times OPENAI_TIMEOUT."""
+        return self.answer_timeout or 3 * self.openai_timeout
+
+    @property
+    def answer_chars(self) -> int:
+        """MAX_ANSWER_CHARS, or 16 characters per MAX_OUTPUT_TOKENS token."""
+        return self.max_answer_chars or 16 * self.max_output_tokens
 
     @property
     def summariser_model(self) -> str:

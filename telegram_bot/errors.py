@@ -66,6 +66,14 @@ class ModelStreamInterrupted(ModelError):
         self.partial = partial
 
 
+class AnswerTooLong(ModelError):
+    """The answer was cut off here because it grew too long."""
+
+
+class AnswerTooSlow(ModelError):
+    """The answer was cut off here because the model took too long to finish it."""
+
+
 class EmptyCompletion(ModelError):
     """The model returned an empty answer. Please rephrase or try again."""
 
@@ -109,11 +117,35 @@ class NotYourQuestion(BotError):
     """Only the person who asked (or a group admin) can ask for a new answer to that."""
 
 
+class AnswerNotDelivered(BotError):
+    """My answer could not be delivered (Telegram did not take it). Send /retry to get it."""
+
+
+class StorageError(BotError):
+    """The bot's storage is failing, so your message was not saved. Please try again later."""
+
+    def __init__(self, cause: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause  # what the database said, for the log (never shown to the user)
+
+
+class StorageFull(StorageError):
+    """The bot's storage is full, so your message was not saved. Please try again later."""
+
+
+class StorageBusy(StorageError):
+    """The bot's storage is busy, so your message was not saved. Please send it again."""
+
+
+class AnswerNotSaved(BotError):
+    """The bot's storage is failing, so this answer was not saved: I will not remember it."""
+
+
 class UnsupportedMessage(BotError):
     """I can't read stickers, GIFs or videos. Send text, a voice note, a photo or a text file."""
 
 
-class DatabaseUnavailable(BotError):
+class DatabaseUnavailable(StorageError):
     """I can't reach my database right now. Please try again in a moment."""
 
 

@@ -121,6 +121,7 @@ class Turn:
     kind: MessageKind = MessageKind.TEXT
     duration: int | None = None  # seconds of speech (voice, audio, video notes)
     attachments: tuple[Attachment, ...] = ()
+    undelivered: bool = False  # stored, but Telegram has not confirmed it (m010)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ class NewTurn:
     kind: MessageKind = MessageKind.TEXT
     duration: int | None = None
     attachments: tuple[Attachment, ...] = ()
+    undelivered: bool = False  # a reply stored before it is sent (`Store.mark_delivered`)
 
 
 @dataclass(frozen=True, slots=True)

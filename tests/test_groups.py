@@ -377,8 +377,8 @@ async def test_a_long_answer_streamed_by_edits_ends_as_whole_parts_without_losin
     ai.responder = lambda request: text
     ai.chunk_chars, ai.chunk_delay = 300, 0.02  # many previews: the parts grow by edits
     asked = say(tg, ALICE, "@test_bot write a lot")
-    # The reply is stored once every part has been delivered.
-    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant'"
+    # The reply is marked delivered once every part has been delivered.
+    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant' AND NOT undelivered"
     await eventually(lambda: db(sql, (GROUP,)), bool)
     messages = sent(tg)
     assert len(messages) >= 3

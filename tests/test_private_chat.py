@@ -146,8 +146,8 @@ async def test_a_very_long_reply_is_split_without_losing_text(
     assert len(text) >= 10_000
     ai.enqueue(Reply(text, chunk_chars=400))
     tg.send_text(ALICE, "write a lot", user_id=ALICE)
-    # The reply is stored once every part has been delivered.
-    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant'"
+    # The reply is marked delivered once every part has been delivered.
+    sql = "SELECT text FROM messages WHERE chat_id = ? AND role = 'assistant' AND NOT undelivered"
     await eventually(lambda: db(sql, (ALICE,)), bool)
     parts = final_messages(tg, ALICE)
     assert len(parts) >= 3

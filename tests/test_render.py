@@ -78,7 +78,11 @@ def one(markdown: str) -> Part:
 
 def squash(s: str) -> str:
     """Drop what may vanish at a split: whitespace and characters Telegram counts as blank."""
-    return re.sub(r"[\s\u180e\u200b-\u200f\u2060\u2800\u3164\ufeff\uffa0\u115f\u1160]+", "", s)
+    return re.sub(
+        r"[\s\x00-\x1f\u180e\u200b-\u200f\u202a-\u202e\u2060\u2800\u3164\ufeff\uffa0\u115f\u1160]+",
+        "",
+        s,
+    )
 
 
 # --- formatting survives ------------------------------------------------------------------

@@ -131,6 +131,22 @@ async def test_m006_keeps_the_oldest_of_messages_stored_twice(tmp_path: Path) ->
         await store.close()
 
 
+async def test_m010_counts_replies_stored_before_it_as_delivered(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = await migrated_to(path, 6)  # m001..m006
+    await db.execute(
+        "INSERT INTO messages (chat_id, role, text, tokens, tg_message_id, created_at) "
+        "VALUES (42, 'assistant', 'an old answer', 3, 77, 0)"
+    )
+    await db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert query(path, "SELECT undelivered, tg_message_id FROM messages") == [(0, 77)]
+    finally:
+        await store.close()
+
+
 async def test_m009_adds_the_inbox_to_a_database_from_before_it(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     db = await migrated_to(path, migrations.MIGRATIONS.index(migrations.m009_inbox))

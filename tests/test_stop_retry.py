@@ -40,7 +40,8 @@ async def test_the_stop_button_keeps_the_partial_text_and_frees_the_chat(
     tg.send_callback(ALICE, streamed.result["message_id"], buttons[0]["callback_data"])
     [answered] = await tg.wait_for("answerCallbackQuery")
     assert answered.params.get("text") == "Stopped."
-    sql = "SELECT text, status FROM messages WHERE role = 'assistant'"
+    # Stored before it is delivered: once marked delivered, the final edit is done.
+    sql = "SELECT text, status FROM messages WHERE role = 'assistant' AND NOT undelivered"
     [(text, status)] = await eventually(lambda: db(sql), bool)
     assert status == "stopped" and 0 < len(text) < len(LONG) and LONG.startswith(text)
     last_edit = [c for c in tg.calls_to("editMessageText") if not c.failed][-1]

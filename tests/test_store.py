@@ -419,6 +419,19 @@ async def test_a_reply_and_its_usage_are_stored_together(store: Store) -> None:
     assert await store.add_user_turn(said("question", tg=5)) == StoredTurn(question, False, True)
 
 
+async def test_a_reply_stored_before_it_is_sent_is_marked_until_delivered(store: Store) -> None:
+    question = await ask(store, "question")
+    reply_id = await answer(store, "answer", reply_to=question, undelivered=True)
+    [_, stored] = await store.unsummarised_turns(CHAT)
+    assert stored.undelivered and stored.tg_message_id is None
+    exchange = await store.last_exchange(CHAT)
+    assert exchange is not None and exchange[1][0].undelivered, "/retry can tell"
+    await store.mark_delivered(reply_id, 31)
+    [_, delivered] = await store.unsummarised_turns(CHAT)
+    assert not delivered.undelivered and delivered.tg_message_id == 31
+    assert delivered.text == "answer", "stored once: only the delivery fields change"
+
+
 async def test_moving_a_chat_adds_up_usage_both_ids_had_that_day(store: Store) -> None:
     await store.record_usage(-1, 7, DAY, 100, 10)
     await store.record_usage(-1, None, DAY, 40, 4)  # a summary of the old group

@@ -88,7 +88,8 @@ async def test_a_part_telegram_finds_too_long_is_sent_in_halves(
         text = " ".join(f"word{i}" for i in range(400))
         ai.enqueue(text)
         tg.send_text(ALICE, "long one", user_id=ALICE)
-        await eventually(lambda: db("SELECT 1 FROM messages WHERE role = 'assistant'"), bool)
+        delivered = "SELECT 1 FROM messages WHERE role = 'assistant' AND NOT undelivered"
+        await eventually(lambda: db(delivered), bool)
         parts = final_messages(tg, ALICE)
         assert len(parts) == 2
         assert " ".join(tg.visible_text(p) for p in parts) == text

@@ -19,7 +19,7 @@ for the same reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -79,7 +79,8 @@ class Policy:
 
 @dataclass(slots=True)
 class RefusalLimiter:
-    """Answers a refused user (or a group being left) at most once per `interval` seconds.
+    """Answers a refused user (or a group being left, or a group member over a limit) at most
+    once per `interval` seconds per key.
 
     Without it, a stranger could make the bot send one message per message they send: a spam
     and flood-control vector. Entries expire, so the memory it uses stays bounded.
@@ -87,9 +88,9 @@ class RefusalLimiter:
 
     interval: float
     clock: Callable[[], float] = time.monotonic
-    _last: dict[int, float] = field(default_factory=dict)
+    _last: dict[Hashable, float] = field(default_factory=dict)
 
-    def should_answer(self, key: int) -> bool:
+    def should_answer(self, key: Hashable) -> bool:
         now = self.clock()
         if len(self._last) > 10_000:
             self._last = {k: t for k, t in self._last.items() if now - t < self.interval}

@@ -35,7 +35,7 @@ from ..llm.vision import Picture
 from ..memory.assembler import Memory
 from ..memory.compaction import Compactor
 from ..memory.status import MemoryStatus, memory_status
-from ..models import Author, ChatKey, MessageKind, NewTurn, Role, StoredTurn
+from ..models import Author, ChatKey, MessageKind, NewTurn, Role, Status, StoredTurn, Turn, Usage
 from .generation import Progress, ReplyWriter
 from .limits import Limits
 from .media import MediaReader, Prepared, placeholder
@@ -225,7 +225,9 @@ class Conversation:
         """Answers the chat's last question again; the new answer replaces the old one.
 
         The old answer is archived and linked to the new one (`superseded_by`) only once the
-        new one is stored, so a failed retry leaves the conversation as it was. With
+        new one is stored, so a failed retry leaves the conversation as it was. An answer that
+        was stored but never delivered (Telegram did not take it) is sent as it is instead,
+        without asking the model again: the user has not seen it yet. With
         `may_retry_others` (groups) a question someone else asked is retried only if it says
         so (an admin); otherwise NotYourQuestion. Both refusals come before the usage limits
         are counted: a retry that asks nothing of the model costs nothing. A question with
@@ -244,6 +246,8 @@ class Conversation:
                 and not await may_retry_others()
             ):
                 raise NotYourQuestion()
+            if old and old[-1].undelivered and old[-1].status is Status.COMPLETE:
+                return await self._send_again(old[-1], question.id, sink)
             # Usage is booked on whoever asked for the retry.
             author = Author(by_user, question.author.name if question.author else "")
             await self._check_limits(author, chat)
@@ -275,3 +279,12 @@ class Conversation:
             )
             await self.compactor.maintain(chat, persona)
             return reply
+
+    async def _send_again(self, answer: Turn, question_id: int, sink: ReplySink) -> Reply:
+        """Delivers a stored answer the chat never received, as it is (nothing new is stored)."""
+        log.info("chat=%s sending undelivered answer %d again", answer.chat, answer.id)
+        message_id = await sink.final(answer.text, answer.status)
+        await self.store.mark_delivered(answer.id, message_id)
+        return Reply(
+            answer.text, answer.status, Usage(), question_id, answer.id, message_id, answer.tokens
+        )

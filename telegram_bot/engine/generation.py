@@ -3,15 +3,19 @@ call ends.
 
 The call runs as a task of its own, registered with `RunningReplies` (a coordination
 interface), so /stop, the Stop button or shutdown can cancel it, which closes the model's
-stream; the text so far is kept and stored as `stopped` or `partial`. A context-length error
+stream; the text so far is kept and stored as `stopped` or `partial`. The same cut ends an
+answer that passes ANSWER_TIMEOUT or MAX_ANSWER_CHARS, however the server streams (one that
+never stops, or trickles under the read timeout). A context-length error
 from the server raises the learned token factor and retries once with a squeezed prompt. The
 reply is stored once, when it is complete or cut short, together with what it cost
-(`Store.add_reply`), so the database never holds a half-written turn.
+(`Store.add_reply`), so the database never holds a half-written turn; it is stored before it
+is delivered, marked undelivered until the sink has delivered it (`Store.mark_delivered`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from .. import tokens
 from ..clock import today
-from ..errors import ContextTooLong, ModelStreamInterrupted, ReplyInterrupted
+from ..errors import (
+    AnswerNotSaved,
+    AnswerTooLong,
+    AnswerTooSlow,
+    ContextTooLong,
+    ModelError,
+    ModelStreamInterrupted,
+    ModelTimeout,
+    ReplyInterrupted,
+    StorageError,
+)
 from ..llm.vision import Picture, image_tokens
 from ..memory.compose import Prompt, Unfolded
 from ..models import NewTurn, Role, Status, Turn, Usage
@@ -52,11 +66,13 @@ class Progress:
 
 @dataclass(slots=True)
 class _StopRequest:
-    """Why a running call was stopped, and the line to post once its text is delivered."""
+    """Why a running call was stopped, and the line to post once its text is delivered (or
+    the error to raise: an answer cut at ANSWER_TIMEOUT or MAX_ANSWER_CHARS)."""
 
     task: asyncio.Future[Any] | None = None
     status: Status | None = None
     notice: str | None = None
+    error: ModelError | None = None
 
     def __call__(self, status: Status, notice: str | None) -> None:
         if self.status is not None:
@@ -64,6 +80,12 @@ class _StopRequest:
         self.status, self.notice = status, notice
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def cut(self, error: ModelError) -> None:
+        """Ends the answer where it is, as cut short, with `error`'s line below it."""
+        if self.status is None:
+            self.error = error
+            self(Status.PARTIAL, None)
 
 
 class ReplyWriter:
@@ -95,11 +117,18 @@ class ReplyWriter:
         hint: str = "",
     ) -> Reply:
         """Calls the model and stores its reply, however the call ends. `pictures` go with
-        the user's message in this call only (`hint`: what to do with them, no caption)."""
+        the user's message in this call only (`hint`: what to do with them, no caption). The
+        answer is cut short at MAX_ANSWER_CHARS or ANSWER_TIMEOUT, like a stop, whatever the
+        server does."""
         progress = progress or Progress()
         media = _Media(tuple(pictures), hint)
+        request = _StopRequest()
+        limit = self.settings.answer_chars
 
         def on_text(text: str) -> None:
+            if len(text) > limit:
+                text = text[:limit]
+                request.cut(AnswerTooLong())
             progress.text = text
             sink.partial(text)
 
@@ -115,6 +144,7 @@ class ReplyWriter:
                 lambda: self._ask(
                     incoming, persona, user_turn_id, on_text, progress, question, media
                 ),
+                request,
             )
         except ModelStreamInterrupted as exc:
             if exc.partial:
@@ -136,6 +166,8 @@ class ReplyWriter:
                 reply = await finish(progress.text, stop.status)
             if stop.notice:  # in the chat's turn: below the stopped text, before what is queued
                 await sink.send_notice(stop.notice)
+            if stop.error is not None:  # cut at a bound: the text is kept, the line explains
+                raise (stop.error if progress.text else ModelTimeout()) from None
             if stop.status is Status.PARTIAL:
                 raise ReplyInterrupted() from None
             return reply
@@ -213,12 +245,15 @@ class ReplyWriter:
         return completion
 
     async def _stoppable(
-        self, incoming: Incoming, call: Callable[[], Awaitable[Completion]]
+        self, incoming: Incoming, call: Callable[[], Awaitable[Completion]], request: _StopRequest
     ) -> Completion:
-        """Runs the model call as its own task, registered so a stop can cancel it."""
+        """Runs the model call as its own task, registered so a stop can cancel it, and cut at
+        the answer's deadline."""
         author_id = incoming.author.user_id if incoming.author else None
-        request = _StopRequest()
         await self.replies.begin(incoming.chat, author_id, request)
+        deadline = asyncio.get_running_loop().call_later(
+            self.settings.answer_deadline, request.cut, AnswerTooSlow()
+        )
         try:
             request.task = task = asyncio.ensure_future(call())
             if request.status is not None:  # stopped before the call even started
@@ -228,8 +263,9 @@ class ReplyWriter:
             current = asyncio.current_task()
             if request.status is None or (current is not None and current.cancelling()):
                 raise
-            raise _Stopped(request.status, request.notice) from None
+            raise _Stopped(request.status, request.notice, request.error) from None
         finally:
+            deadline.cancel()
             await self.replies.end(incoming.chat)
 
     def _estimate(self, prompt_tokens: int, text: str) -> Usage:
@@ -248,13 +284,13 @@ class ReplyWriter:
         model: str | None = None,
         replaces: Sequence[int] = (),
     ) -> Reply:
-        """Delivers the reply, then stores it once, even when delivery fails."""
-        message_id: int | None = None
+        """Stores the reply (marked undelivered), delivers it, then marks it delivered: a
+        delivery that fails or waits, or a crash in between, never loses the answer."""
+        count = tokens.count_message(text, self.settings.openai_model)
+        author_id = incoming.author.user_id if incoming.author else None
+        turn_id: int | None = None
+        unsaved: StorageError | None = None
         try:
-            message_id = await sink.final(text, status)
-        finally:
-            count = tokens.count_message(text, self.settings.openai_model)
-            author_id = incoming.author.user_id if incoming.author else None
             turn_id = await self.store.add_reply(
                 NewTurn(
                     chat=incoming.chat,
@@ -262,10 +298,10 @@ class ReplyWriter:
                     text=text,
                     tokens=count,
                     status=status,
-                    tg_message_id=message_id,
                     reply_to=user_turn_id,
                     model=model,
                     usage=usage or Usage(),
+                    undelivered=True,
                 ),
                 user_id=author_id,
                 day=today(),
@@ -273,6 +309,15 @@ class ReplyWriter:
             )
             if replaces:
                 await self.store.supersede(replaces, turn_id)
+        except StorageError as exc:  # logged by the store; the answer still goes out
+            if turn_id is None:
+                unsaved = exc
+        message_id = await sink.final(text, status)
+        if unsaved is not None:
+            raise AnswerNotSaved() from unsaved
+        if turn_id is not None:
+            with contextlib.suppress(StorageError):  # logged; /retry would send it again
+                await self.store.mark_delivered(turn_id, message_id)
         return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
 
 
@@ -293,7 +338,10 @@ class _Media:
 class _Stopped(Exception):
     """Internal: the model call was stopped on purpose (status says why)."""
 
-    def __init__(self, status: Status, notice: str | None = None) -> None:
+    def __init__(
+        self, status: Status, notice: str | None = None, error: ModelError | None = None
+    ) -> None:
         super().__init__(status.value)
         self.status = status
         self.notice = notice
+        self.error = error

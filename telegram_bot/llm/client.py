@@ -263,6 +263,12 @@ class LLM:
                     continue
                 choice = chunk["choices"][0]
                 content = (choice.get("delta") or {}).get("content")
+                if content is not None and not isinstance(content, str):
+                    # Joining it would raise TypeError and lose the text so far.
+                    log.warning(
+                        "The model server sent a delta whose content is not text: %.80r", content
+                    )
+                    raise ModelError()  # below: the text so far is kept, as for a broken stream
                 if content:
                     parts.append(content)
                     if on_text is not None:

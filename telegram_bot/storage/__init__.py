@@ -112,7 +112,12 @@ class Store(Protocol):
         """Stores a model's reply (`turn.reply_to` is the user turn it answers), booking its
         `usage` (if any) on `day` for the chat and `user_id` as `record_usage` does, in the same
         transaction: the reply and what it cost are stored together or not at all, in one
-        write. Returns the reply's id."""
+        write. Returns the reply's id. A reply stored before it is sent has
+        `turn.undelivered` set (and no `tg_message_id`) until `mark_delivered`."""
+
+    async def mark_delivered(self, turn_id: int, tg_message_id: int | None) -> None:
+        """The reply `turn_id` reached the chat: clears its `undelivered` mark and records the
+        platform's id of its (first) message."""
 
     async def usage_totals(
         self,
@@ -206,7 +211,7 @@ def open_store(settings: Settings) -> Store:
         )
     from .sqlite.store import SQLiteStore
 
-    return SQLiteStore(settings.database_path)
+    return SQLiteStore(settings.database_path, busy_timeout=settings.database_busy_timeout)
 
 
 def claim_database(settings: Settings) -> AbstractContextManager[None]:

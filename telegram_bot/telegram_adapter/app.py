@@ -26,7 +26,6 @@ from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..llm.client import LLM
 from ..storage import Store, open_store
-from .flood import FloodWait
 from .handlers import register
 from .handlers.commands import publish_commands
 from .handlers.membership import log_privacy_mode
@@ -70,7 +69,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
         .concurrent_updates(
             ChatOrderedProcessor(settings.max_concurrent_updates, services.albums, inbox)
         )
-        .rate_limiter(FloodWait())
+        .rate_limiter(services.flood)
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()

@@ -257,6 +257,7 @@ class Lifecycle:
                 log.warning("Shutdown: %d replies cut short and stored as partial", count)
 
         self.services.spawn(interrupt_after_grace(), name="shutdown-grace")
+        self.services.flood.begin_shutdown(grace)  # no delivery waits past the grace period
 
     async def _stop(self) -> None:
         application = self.application

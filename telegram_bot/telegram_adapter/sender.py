@@ -7,9 +7,11 @@ character count, and the first text goes out at once. A typing action shows only
 has arrived after a short moment, and is renewed until the first text. The final answer is
 rendered to entities, split at 4096 UTF-16 units, and each part is sent with a plain-text
 fallback when Telegram rejects its formatting. Parts that are complete while the model is still
-writing are sent as soon as they are complete. Flood control (`RetryAfter`) on a preview makes
-the next preview wait; an edit waits and edits again; a new message is waited out by
-`FloodWait` (flood.py), which does the same for every other Bot API call. A chat that cannot
+writing are sent as soon as they are complete. Every wait before sending again is `FloodWait`'s
+(flood.py), bounded and cut short by shutdown: flood control (`RetryAfter`) on a preview makes
+the next preview wait (and the final one, if that wait is allowed); a final edit or a new
+message waits it out, and is sent again after a transient failure (5xx, network); a preview
+edit stays best effort. A chat that cannot
 receive messages (bot blocked, chat not found) ends the previews at once and raises
 `ChatUnavailable` from the final send, so the handler marks the chat inactive instead of
 retrying. A part that Telegram still finds too long is sent as plain text in halves.
@@ -30,7 +32,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from ..models import Status
-from .flood import retry_seconds, with_flood_wait
+from .flood import FloodWait, retry_seconds
 from .render import Part, render
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,10 @@ class TelegramReply:
         reply_to: int | None = None,
         private: bool = True,
         markup: InlineKeyboardMarkup | None = None,
+        flood: FloodWait,
     ) -> None:
         self.bot = bot
+        self.flood = flood
         self.chat_id = chat_id
         self.thread_id = thread_id
         self.reply_to = reply_to
@@ -144,8 +148,8 @@ class TelegramReply:
         if self._migrated is not None:
             raise self._migrated  # the caller moves the chat and delivers there
         flood = self._flood_until - time.monotonic()
-        if flood > 0:
-            await asyncio.sleep(flood)
+        if flood > 0:  # a preview met flood control: wait for it if that is allowed, else try
+            await self.flood.pause(flood)
         parts = render(text) or [Part("…")]
         for index, part in enumerate(parts):
             await self._deliver(index, part, final=True)
@@ -325,14 +329,18 @@ class TelegramReply:
         try:
             try:
                 if wait:
-                    await with_flood_wait(lambda: edit(part.text, entities_of(part)), "an edit")
+                    await self.flood.with_flood_wait(
+                        lambda: edit(part.text, entities_of(part)), "an edit", delivery=True
+                    )
                 else:
                     await edit(part.text, entities_of(part))
             except BadRequest as exc:
                 if "not modified" in str(exc).lower():
                     pass
                 elif is_parse_error(exc):
-                    await with_flood_wait(lambda: edit(part.plain, None), "an edit")
+                    await self.flood.with_flood_wait(
+                        lambda: edit(part.plain, None), "an edit", delivery=True
+                    )
                 else:
                     raise
         except TelegramError as exc:

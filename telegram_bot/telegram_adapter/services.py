@@ -19,6 +19,7 @@ from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
 from .albums import Albums
+from .flood import FloodWait
 from .inbox import Inbox
 from .transport import AiohttpRequest
 
@@ -36,6 +37,7 @@ class Services:
     transports: tuple[AiohttpRequest, ...] = ()  # closed even when start-up fails
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     albums: Albums = field(default_factory=Albums)  # photos sent together, being gathered
+    flood: FloodWait = field(default_factory=FloodWait)  # every wait before sending again
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs work off the critical path; cancelled at shutdown if still running."""

@@ -28,6 +28,7 @@ def reply_sink(
         reply_to=reply_to,
         private=drafts,
         markup=STOP_MARKUP,
+        flood=context.services.flood,
     )
 
 

@@ -10,15 +10,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .openai import ChatRequest, Error, FakeOpenAI, Hang, Reply
+    from .openai import ChatRequest, Chunks, Endless, Error, FakeOpenAI, Hang, Reply
     from .telegram import Call, FakeTelegram
 
-__all__ = ["Call", "ChatRequest", "Error", "FakeOpenAI", "FakeTelegram", "Hang", "Reply"]
+__all__ = [
+    "Call",
+    "ChatRequest",
+    "Chunks",
+    "Endless",
+    "Error",
+    "FakeOpenAI",
+    "FakeTelegram",
+    "Hang",
+    "Reply",
+]
 
 _HOMES = {
     "Call": ".telegram",
     "FakeTelegram": ".telegram",
     "ChatRequest": ".openai",
+    "Chunks": ".openai",
+    "Endless": ".openai",
     "Error": ".openai",
     "FakeOpenAI": ".openai",
     "Hang": ".openai",

@@ -2,7 +2,8 @@
 
 POST /_control/enqueue    one behaviour or a list; a behaviour is a string (reply text) or
                           {"reply": {...Reply fields}} / {"error": {...Error fields}} /
-                          {"hang": seconds}
+                          {"hang": seconds} / {"endless": {...Endless fields}} /
+                          {"chunks": {...Chunks fields}}
 GET  /_control/requests   ?since=<index> -> {"requests": [{index, body, at}], "next": n}
 POST /_control/config     {"latency": 1.0, "chunk_chars": 8, "chunk_delay": 0.01,
                            "token_factor": 1.3, "context_window": 8192, "api_key": null,
@@ -65,7 +66,7 @@ def _guard(action: Callable[[Any], Any]) -> Handler:
 
 
 def behaviour_from_json(item: Any) -> Behaviour:
-    from .openai import Error, Hang, Reply
+    from .openai import Chunks, Endless, Error, Hang, Reply
 
     if isinstance(item, str):
         return item
@@ -77,6 +78,10 @@ def behaviour_from_json(item: Any) -> Behaviour:
             return Error(**value)
         if kind == "hang":
             return Hang(float(value))
+        if kind == "endless" and isinstance(value, dict):
+            return Endless(**value)
+        if kind == "chunks" and isinstance(value, dict):
+            return Chunks(**value)
     raise ValueError(f"not a behaviour: {item!r}")
 
 

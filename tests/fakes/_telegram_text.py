@@ -124,8 +124,15 @@ def visible_text(text: str, parse_mode: str | None, entities: Any = None) -> str
         return text
 
 
+# tdlib's clean_input_string turns these control characters into spaces (\r it drops, which
+# would shift offsets; the bot sends none).
+_CONTROL_TO_SPACE = {code: " " for code in (*range(0, 9), 11, 12, *range(14, 32))}
+
+
 def trim(rendered: Rendered) -> Rendered:
-    """Telegram strips leading/trailing whitespace from stored texts; entities shift with it."""
+    """Telegram turns control characters into spaces, then strips leading/trailing whitespace
+    from stored texts; entities shift with it."""
+    rendered = Rendered(rendered.text.translate(_CONTROL_TO_SPACE), rendered.entities)
     stripped_left = rendered.text.lstrip()
     shift = utf16_len(rendered.text) - utf16_len(stripped_left)
     text = stripped_left.rstrip()

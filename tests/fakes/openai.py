@@ -82,6 +82,8 @@ class ChatRequest:
     at: float
     prompt_tokens: int = 0
     first_token_at: float | None = None  # when the first content delta was written (monotonic)
+    streamed_chars: int = 0  # content characters written so far (Endless, Chunks)
+    ended_at: float | None = None  # when an Endless stream ended: the client went away
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -180,7 +182,29 @@ class Hang:
     seconds: float = 3600.0
 
 
-Behaviour = str | Reply | Error | Hang
+@dataclass
+class Chunks:
+    """Stream these `content` values exactly as given, one delta each, then finish normally.
+
+    Any JSON goes: a server whose deltas are not all text (a list of parts, a number, null).
+    A non-streaming request gets the values joined as text.
+    """
+
+    contents: list[Any]
+    delay: float = 0.0
+
+
+@dataclass
+class Endless:
+    """Stream `chunk` again and again, `delay` seconds apart, until the client goes away: a
+    model that never stops (with a `delay` under the client's read timeout, one that trickles
+    a little text every few seconds). A non-streaming request is never answered."""
+
+    chunk: str = "la "
+    delay: float = 0.0
+
+
+Behaviour = str | Reply | Error | Hang | Chunks | Endless
 Responder = Callable[[ChatRequest], Behaviour | Awaitable[Behaviour]]
 
 
@@ -442,6 +466,10 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         if isinstance(behaviour, Hang):
             await self.sleep(behaviour.seconds)
             return close_without_answer(request)
+        if isinstance(behaviour, Endless):
+            return await self._endless(request, chat, behaviour)
+        if isinstance(behaviour, Chunks):
+            return await self._chunks(request, chat, behaviour)
         if chat.stream:
             return await self._stream(request, chat, behaviour)
         return await self._complete(request, chat, behaviour)
@@ -505,7 +533,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         await self.sleep(error.delay)
         return error.response()
 
-    async def _next_behaviour(self, chat: ChatRequest) -> Reply | Error | Hang:
+    async def _next_behaviour(self, chat: ChatRequest) -> Reply | Error | Hang | Chunks | Endless:
         if self._queue:
             behaviour: Any = self._queue.popleft()
         else:
@@ -569,6 +597,60 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
             await response.write(b"data: [DONE]\n\n")
         except ConnectionError:
             log.debug("client went away mid-stream")
+        return response
+
+    async def _open_stream(
+        self, request: web.Request, chat: ChatRequest
+    ) -> tuple[web.StreamResponse, _Completion]:
+        identity = self._identity(chat)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "x-request-id": identity.id,
+            }
+        )
+        await response.prepare(request)
+        await response.write(sse(identity.chunk({"role": "assistant", "content": ""})))
+        chat.first_token_at = time.monotonic()
+        return response, identity
+
+    async def _chunks(
+        self, request: web.Request, chat: ChatRequest, chunks: Chunks
+    ) -> web.StreamResponse:
+        if not chat.stream:
+            text = "".join(str(value) for value in chunks.contents)
+            return await self._complete(request, chat, Reply(text))
+        response, identity = await self._open_stream(request, chat)
+        try:
+            for index, value in enumerate(chunks.contents):
+                if index:
+                    await self.sleep(chunks.delay)
+                await response.write(sse(identity.chunk({"content": value})))
+                chat.streamed_chars += len(value) if isinstance(value, str) else 0
+            await response.write(sse(identity.chunk({}, "stop")))
+            await response.write(b"data: [DONE]\n\n")
+        except ConnectionError:
+            log.debug("client went away mid-stream")
+        return response
+
+    async def _endless(
+        self, request: web.Request, chat: ChatRequest, endless: Endless
+    ) -> web.StreamResponse:
+        if not chat.stream:
+            await self.sleep(3600.0)
+            return close_without_answer(request)
+        response, identity = await self._open_stream(request, chat)
+        payload = sse(identity.chunk({"content": endless.chunk}))
+        try:
+            while not self.closing.is_set():
+                await response.write(payload)
+                chat.streamed_chars += len(endless.chunk)
+                await (self.sleep(endless.delay) if endless.delay else asyncio.sleep(0))
+        except ConnectionError:
+            log.debug("client went away from an endless stream")
+        finally:
+            chat.ended_at = time.monotonic()
         return response
 
     async def _stream_deltas(

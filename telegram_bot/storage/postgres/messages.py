@@ -75,8 +75,9 @@ ADD_OVERHEARD = f"""
     SELECT id, true, false FROM stored
     UNION ALL {_STORED_AS_CONFLICT}
 """
-# A reply, its chat's row and the booking of its usage ($19 day, $20 user, $21 book it or not):
-# one statement, so stored together or not at all.
+# A reply, its chat's row and the booking of its usage ($19 day, $20 user, $21 book it or not;
+# $22 whether it is stored before it is sent, m010's `undelivered`): one statement, so stored
+# together or not at all.
 ADD_REPLY = f"""
     WITH chat AS ({_TOUCH_CHAT}),
          booked AS (
@@ -85,7 +86,7 @@ ADD_REPLY = f"""
              ON CONFLICT (day, chat_id, user_id) DO UPDATE SET calls = usage.calls + 1,
                  prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
                  completion_tokens = usage.completion_tokens + excluded.completion_tokens)
-    INSERT INTO messages ({_INSERT_COLUMNS}) VALUES ({_VALUES}) RETURNING id
+    INSERT INTO messages ({_INSERT_COLUMNS}, undelivered) VALUES ({_VALUES}, $22) RETURNING id
 """
 BOOK_USAGE = """
     INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens,

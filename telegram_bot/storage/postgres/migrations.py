@@ -226,7 +226,17 @@ async def p004_media(db: asyncpg.Connection) -> None:
     )
 
 
-async def p005_inbox(db: asyncpg.Connection) -> None:
+async def p005_undelivered_replies(db: asyncpg.Connection) -> None:
+    """SQLite's m010: a reply is stored before it is sent, marked until Telegram confirms it.
+
+    The reply is committed first with `undelivered` set and no Telegram id; one UPDATE clears
+    the mark and sets the id once Telegram has it. A reply still marked is an answer the user
+    never saw: /retry sends it rather than asking the model again.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN undelivered boolean NOT NULL DEFAULT false")
+
+
+async def p006_inbox(db: asyncpg.Connection) -> None:
     """SQLite's m009: the inbox, every update kept from before it is acknowledged until handled.
 
     The same table as SQLite's (so `migrate-db` copies pending updates too), in PostgreSQL's
@@ -255,7 +265,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     p002_recall,
     p003_sqlite_imports,
     p004_media,
-    p005_inbox,
+    p005_undelivered_replies,
+    p006_inbox,
 )
 
 

@@ -20,7 +20,7 @@ __all__ = ["attachments_to_json"]
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised, kind, duration, attachments"
+    "tg_message_id, archived, summarised, kind, duration, attachments, undelivered"
 )
 SUMMARY_COLUMNS = (
     "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
@@ -52,6 +52,7 @@ def turn(row: Sequence[Any]) -> Turn:
         kind=MessageKind(row[13]),
         duration=row[14],
         attachments=attachments_from_json(row[15]),
+        undelivered=row[16],
     )
 
 

@@ -64,9 +64,16 @@ class PostgresStore:
         self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
     ) -> int:
         booked = turn.usage.total > 0
-        args = (*messages.values(turn, chat_kind), day, user_id or 0, booked)
+        args = (*messages.values(turn, chat_kind), day, user_id or 0, booked, turn.undelivered)
         reply_id: int = await self.database.fetchval(messages.ADD_REPLY, *args)
         return reply_id
+
+    async def mark_delivered(self, turn_id: int, tg_message_id: int | None) -> None:
+        await self.database.execute(
+            "UPDATE messages SET undelivered = false, tg_message_id = $2 WHERE id = $1",
+            turn_id,
+            tg_message_id,
+        )
 
     async def archive(self, chat: ChatKey) -> int:
         return await self.database.execute(

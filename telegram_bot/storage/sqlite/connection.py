@@ -17,46 +17,60 @@ The connection is in autocommit mode. WAL lets a reader (the console, the sqlite
 backup) look at the file while the bot writes; `synchronous=NORMAL` is the documented safe
 setting for WAL: a power cut may lose the last commits, never corrupt the file.
 
+A database another process holds locked must not stall the bot. SQLite's own busy handler
+waits by sleeping on the thread that asked, and here that thread is the one every chat's work
+runs on: one chat waiting for the lock held up every other chat's reads for up to
+`busy_timeout` per message. So once the schema is up to date, `busy_timeout` is 0 and a
+statement that meets the lock fails at once; `_run` waits on the event loop instead (a short
+back-off, up to DATABASE_BUSY_TIMEOUT in all) and tries again, and in between the thread
+serves everyone else (in WAL, reads never need the lock). What still fails becomes a
+`StorageError` (errors.py: busy, full, or failing), with one ERROR line naming the cause; the
+engine turns it into one line in the chat. Errors of the SQL itself (a constraint) stay
+sqlite3's.
+
 Opening is where a bad file shows: corrupt or truncated, locked by another process (waited
-for at most `LOCK_WAIT_SECONDS`, the busy timeout, set before anything else), a location that
-cannot be written. Each becomes one `StorageUnusable` naming the file and the problem, and the
-connection's thread is always stopped (aiosqlite's thread is not a daemon: left running, it
-would keep the process alive for ever). Conversations are private: a new data directory is
-created 0700 and a new database file 0600 before SQLite opens it (SQLite gives the -wal and
--shm files the database file's permissions).
+for at most DATABASE_BUSY_TIMEOUT: while opening, that is SQLite's busy timeout, set before
+anything else), a location that cannot be written. Each becomes one `StorageUnusable` naming
+the file and the problem, and the connection's thread is always stopped (aiosqlite's thread
+is not a daemon: left running, it would keep the process alive for ever). Conversations are
+private: a new data directory is created 0700 and a new database file 0600 before SQLite opens
+it (SQLite gives the -wal and -shm files the database file's permissions).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from ...errors import StorageUnusable
+from ...errors import StorageBusy, StorageError, StorageFull, StorageUnusable
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How long a statement waits for a lock another process holds before it fails.
-LOCK_WAIT_SECONDS = 5.0
-
 PRAGMAS = (
-    f"PRAGMA busy_timeout={int(LOCK_WAIT_SECONDS * 1000)}",  # first: every later step waits
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
+# SQLite's primary result codes (sqlite3.h) that say the storage, not the SQL, failed.
+_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_FULL = 13  # SQLITE_FULL: the disk (or the database's size limit) is full
+_FAILING = {3, 7, 8, 10, 11, 14, 26}  # PERM, NOMEM, READONLY, IOERR, CORRUPT, CANTOPEN, NOTADB
+_FIRST_BACKOFF, _MAX_BACKOFF = 0.005, 0.1  # seconds between two tries on a locked database
 # What an SQLite error at opening means to the person running the bot (by its primary code).
+_LOCKED = "is locked by another process (waited {wait:g} s for it, DATABASE_BUSY_TIMEOUT)"
 _PROBLEMS = {
-    "SQLITE_BUSY": f"is locked by another process (waited {LOCK_WAIT_SECONDS:.0f} s for it)",
-    "SQLITE_LOCKED": f"is locked by another process (waited {LOCK_WAIT_SECONDS:.0f} s for it)",
+    "SQLITE_BUSY": _LOCKED,
+    "SQLITE_LOCKED": _LOCKED,
     "SQLITE_NOTADB": "is not a SQLite database (a corrupt or truncated file, or another file)",
     "SQLITE_CORRUPT": "is corrupt (database disk image is malformed)",
     "SQLITE_CANTOPEN": "cannot be opened (its location is missing or not writable)",
@@ -67,11 +81,11 @@ _PROBLEMS = {
 }
 
 
-def unusable(path: Path, exc: sqlite3.Error) -> StorageUnusable:
+def unusable(path: Path, exc: sqlite3.Error, waited: float) -> StorageUnusable:
     """The one line for an SQLite error met while opening the database at `path`."""
     name = str(getattr(exc, "sqlite_errorname", ""))  # e.g. SQLITE_IOERR_SHORT_READ
-    problem = _PROBLEMS.get("_".join(name.split("_")[:2]))
-    return StorageUnusable(f"Database {_shown(path)} {problem or f'cannot be used ({exc})'}")
+    problem = _PROBLEMS.get("_".join(name.split("_")[:2]), f"cannot be used ({exc})")
+    return StorageUnusable(f"Database {_shown(path)} {problem.format(wait=waited)}")
 
 
 def _shown(path: Path) -> Path:
@@ -141,8 +155,9 @@ async def run_on_connection_thread(
 class Connection:
     """Owns the aiosqlite connection: opens it (pragmas, migrations), runs work on it, closes it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout  # seconds a statement may wait for a lock, in all
         self._db: aiosqlite.Connection | None = None
 
     @property
@@ -161,14 +176,17 @@ class Connection:
         try:
             db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:  # aiosqlite has stopped its thread
-            raise unusable(self.path, exc) from None
+            raise unusable(self.path, exc, self.busy_timeout) from None
         try:
+            # First, so every step of opening waits at most this long for another's lock.
+            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             for pragma in PRAGMAS:
                 await db.execute(pragma)
             await migrate(db)
+            await db.execute_fetchall("PRAGMA busy_timeout=0")  # a lock is waited for by `_run`
         except sqlite3.Error as exc:
             await db.close()
-            raise unusable(self.path, exc) from None
+            raise unusable(self.path, exc, self.busy_timeout) from None
         except BaseException:
             await db.close()
             raise
@@ -181,10 +199,51 @@ class Connection:
             db, self._db = self._db, None
             await db.close()
 
+    async def _run(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Runs one trip's job; on a lock, tries again after a back-off on the event loop
+        (never on the connection's thread) until `busy_timeout` has passed; raises
+        StorageError for what the storage, not the SQL, failed at."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.busy_timeout
+        pause = _FIRST_BACKOFF
+        while True:
+            try:
+                return await job()
+            except sqlite3.Error as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code in _BUSY and loop.time() + pause <= give_up:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _MAX_BACKOFF)
+                    continue
+                error = self._storage_error(code, exc)
+                if error is None:
+                    raise
+                raise error from exc
+
+    def _storage_error(self, code: int, exc: sqlite3.Error) -> StorageError | None:
+        """The StorageError for a failed job, logged once with its cause; None when the SQL
+        itself failed (that is a bug, raised as it is)."""
+        if code in _BUSY:
+            log.error(
+                "The database %s is locked by another process (waited %.1f s, "
+                "DATABASE_BUSY_TIMEOUT): %s",
+                self.path,
+                self.busy_timeout,
+                exc,
+            )
+            return StorageBusy(str(exc))
+        if code == _FULL:
+            log.error("The database %s cannot grow: the disk is full (%s)", self.path, exc)
+            return StorageFull(str(exc))
+        if code in _FAILING:
+            log.error("The database %s failed: %s (%s)", self.path, exc, exc.sqlite_errorname)
+            return StorageError(str(exc))
+        return None
+
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """A query's rows in one trip (`async with db.execute(...)` and a fetch cost three:
         execute, fetch, close)."""
-        return list(await self.db.execute_fetchall(sql, params))
+        return list(await self._run(lambda: self.db.execute_fetchall(sql, params)))
 
     async def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first row of a query, or None, in one trip."""
@@ -193,13 +252,13 @@ class Connection:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement, committed on its own; returns how many rows it changed."""
-        cursor = await self.db.execute(sql, params)
+        cursor = await self._run(lambda: self.db.execute(sql, params))
         return cursor.rowcount
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Several statements of a read in one trip (no transaction: each sees the latest
         commit, and nothing else runs on the connection in between)."""
-        return await run_on_connection_thread(self.db, fn)
+        return await self._run(lambda: run_on_connection_thread(self.db, fn))
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `fn` as one transaction in one trip: all of its writes, or none."""
@@ -208,10 +267,11 @@ class Connection:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")  # may fail too: the disk fills as the WAL grows
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
-        return await run_on_connection_thread(self.db, run)
+        return await self._run(lambda: run_on_connection_thread(self.db, run))

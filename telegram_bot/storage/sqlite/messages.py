@@ -29,8 +29,8 @@ _WAKE_CHAT = "UPDATE chats SET active = 1 WHERE chat_id = ? AND active = 0"
 _INSERT_MESSAGE = (
     "INSERT INTO messages (chat_id, thread_id, role, author_id, author_name, text, tokens, "
     "status, tg_message_id, reply_to, model, prompt_tokens, completion_tokens, overheard, "
-    "created_at, kind, duration, attachments) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_at, kind, duration, attachments, undelivered) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The conflict target names m006's partial index (its columns and its WHERE). Not RETURNING:
 # `cursor.rowcount` (sqlite3_changes) says whether the row went in on any SQLite with upsert,
@@ -90,6 +90,7 @@ def _values(turn: NewTurn, now: float, *, overheard: bool = False) -> tuple[obje
         turn.kind.value,
         turn.duration,
         rows.attachments_to_json(turn.attachments),
+        int(turn.undelivered),
     )
 
 

@@ -301,6 +301,19 @@ async def m009_inbox(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX inbox_pending ON inbox (update_id) WHERE done = 0")
 
 
+async def m010_undelivered_replies(db: aiosqlite.Connection) -> None:
+    """A reply is stored before it is sent, marked `undelivered` until Telegram confirms it.
+
+    Replies used to be stored after their delivery was attempted, so a delivery that waited
+    (flood control for an hour) or a crash in between could lose the model's answer. Now the
+    reply is committed first with `undelivered = 1` and no Telegram id, and one UPDATE sets
+    its id and clears the mark once Telegram has it. A reply still marked after the attempt
+    is an answer the user never saw: /retry sends it rather than asking the model again.
+    Replies stored before this migration were all sent (or given up on) already: 0.
+    """
+    await db.execute("ALTER TABLE messages ADD COLUMN undelivered INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_memory,
@@ -310,6 +323,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m006_user_messages_unique,
     m008_media,  # m007 is another branch's; the lead merges them in order
     m009_inbox,
+    m010_undelivered_replies,
 )
 
 

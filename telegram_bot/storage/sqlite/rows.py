@@ -16,7 +16,7 @@ from ...models import Attachment, Author, ChatKey, MessageKind, Role, Status, Su
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised, kind, duration, attachments"
+    "tg_message_id, archived, summarised, kind, duration, attachments, undelivered"
 )
 SUMMARY_COLUMNS = (
     "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
@@ -46,6 +46,7 @@ def turn(row: Sequence[Any]) -> Turn:
         kind=MessageKind(row[13]),
         duration=row[14],
         attachments=attachments_from_json(row[15]),
+        undelivered=bool(row[16]),
     )
 
 

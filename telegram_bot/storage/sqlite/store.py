@@ -31,9 +31,9 @@ from .connection import Connection
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
         self.path = path
-        self._conn = Connection(path)
+        self._conn = Connection(path, busy_timeout)
 
     async def open(self) -> None:
         await self._conn.open()
@@ -63,6 +63,12 @@ class SQLiteStore:
         now = time.time()
         return await self._conn.transaction(
             lambda db: messages.add_reply(db, turn, user_id, day, chat_kind, now)
+        )
+
+    async def mark_delivered(self, turn_id: int, tg_message_id: int | None) -> None:
+        await self._conn.execute(
+            "UPDATE messages SET undelivered = 0, tg_message_id = ? WHERE id = ?",
+            (tg_message_id, turn_id),
         )
 
     async def archive(self, chat: ChatKey) -> int:

@@ -7,7 +7,7 @@ import logging
 from telegram import Update
 from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
 
-from ...errors import BotError
+from ...errors import BotError, StorageError
 from ..services import Context
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,14 @@ async def on_error(update: object, context: Context) -> None:
         # be refused as well (a retry storm), so log one line and drop this update's answer.
         log.warning("chat=%s answer dropped: %s", chat.id if chat else "-", context.error)
         return
-    log.error("Unhandled error while processing an update", exc_info=context.error)
+    if isinstance(context.error, StorageError):
+        line = context.error.describe()  # the store logged the cause, at ERROR, once
+    else:
+        log.error("Unhandled error while processing an update", exc_info=context.error)
+        line = BotError.user_message()
     if not isinstance(update, Update) or update.effective_chat is None:
         return
     try:
-        await context.bot.send_message(update.effective_chat.id, BotError.user_message())
+        await context.bot.send_message(update.effective_chat.id, line)
     except TelegramError as exc:
         log.warning("Could not tell chat %s about the error: %s", update.effective_chat.id, exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from telegram import Update
 
 from ...engine.turns import Incoming
+from ...errors import StorageError
 from ..addressing import addressed_text, with_quote
 from ..services import Context
 from ..updates import author_of, chat_key, command_argument, text_of
@@ -57,4 +58,7 @@ async def overhear(update: Update, context: Context) -> None:
         return
     kind = message.chat.type
     incoming = Incoming(key, text_of(message), author_of(message), message.message_id, kind)
-    await context.services.engine.overhear(incoming, keep)
+    try:
+        await context.services.engine.overhear(incoming, keep)
+    except StorageError:  # logged by the store; chatter nobody addressed gets no line
+        return

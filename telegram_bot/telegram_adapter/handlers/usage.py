@@ -1,8 +1,14 @@
-"""/usage: a user's own token usage today and this month; owners also see totals and top chats."""
+"""/usage: a user's own token usage today and this month; owners also see totals and top chats.
+
+In a group, /usage shows only what belongs to that group (the asker's usage there, and the
+group's), never the asker's private chats or other groups, nor an owner's totals and top chats
+(which name other chats): those are for a private chat with the bot.
+"""
 
 from __future__ import annotations
 
 from telegram import Update
+from telegram.constants import ChatType
 
 from ...clock import today
 from ...models import UsageTotals
@@ -28,6 +34,9 @@ async def usage(update: Update, context: Context) -> None:
     message = update.effective_message
     user = update.effective_user
     if message is None or user is None:
+        return
+    if message.chat.type != ChatType.PRIVATE:
+        await message.reply_text(await in_group(context, message.chat.id, user.id))
         return
     services = context.services
     store, settings = services.store, services.settings
@@ -57,3 +66,28 @@ async def usage(update: Update, context: Context) -> None:
             lines += ["", "Top chats this month:"]
             lines += [f"• {chat_id}: {totals.total:,} tokens" for chat_id, totals in top]
     await message.reply_text("\n".join(lines))
+
+
+async def in_group(context: Context, chat_id: int, user_id: int) -> str:
+    """/usage in a group: the asker's usage in this group, and the group's."""
+    store, settings = context.services.store, context.services.settings
+    day = today()
+    month = day.replace(day=1)
+    mine_today = await store.usage_totals(day, day, user_id=user_id, chat_id=chat_id)
+    mine_month = await store.usage_totals(month, day, user_id=user_id, chat_id=chat_id)
+    group_today = await store.usage_totals(day, day, chat_id=chat_id)
+    group_month = await store.usage_totals(month, day, chat_id=chat_id)
+    lines = [
+        "Usage in this group (days are UTC):",
+        f"• yours today: {describe(mine_today)}",
+        f"• yours this month: {describe(mine_month)}",
+        f"• everyone's today: {describe(group_today)}",
+        f"• everyone's this month: {describe(group_month)}",
+    ]
+    if settings.daily_token_limit_chat:
+        left = max(settings.daily_token_limit_chat - group_today.total, 0)
+        lines.append(
+            f"• left today for this group: {left:,} of {settings.daily_token_limit_chat:,} tokens"
+        )
+    lines += ["", "Send /usage to me in private for your totals across chats."]
+    return "\n".join(lines)

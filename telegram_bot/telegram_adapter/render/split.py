@@ -29,11 +29,15 @@ __all__ = ["split"]
 
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")  # two UTF-16 units each
 _TRIM: Final = " \n\t"  # what Telegram itself trims at both ends of a message
-# Characters tdlib treats as empty: a part made only of these is rejected as empty.
+# Characters tdlib treats as empty: a part made only of these is rejected as empty. That
+# includes control characters, which tdlib turns into spaces (or drops, as it drops U+202A-E)
+# before it looks: a part that is only "\x1f" is empty to Telegram.
 _BLANK: Final = frozenset(
     " \n\t\r\f\v\xa0\u1680\u180e\u200b\u200c\u200d\u200e\u200f"
-    "\u2028\u2029\u202f\u205f\u2060\u2800\u3000\u3164\ufeff\uffa0"
-    "\u115f\u1160" + "".join(map(chr, range(0x2000, 0x200B)))
+    "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u202f\u205f\u2060\u2800\u3000\u3164"
+    "\ufeff\uffa0\u115f\u1160"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "".join(map(chr, range(0x20)))
 )
 _SENTENCE_END = re.compile(r"[.!?…](?=\s)|[。！？]")
 _SPACE = re.compile(r"\s")
