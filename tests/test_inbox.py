@@ -163,3 +163,45 @@ async def test_sigterm_leaves_messages_that_have_not_started_for_the_next_start(
     ]
     assert [r.last_user_text for r in ai.requests] == ["first", "second", "third"]
     assert_clean(bot.log)
+
+
+async def test_an_answer_stored_but_never_sent_before_a_crash_is_sent_once_after_it(
+    bot_factory: Callable[..., Any], tg: FakeTelegram, ai: FakeOpenAI, db: Query, db_path: Path
+) -> None:
+    """kill -9 between storing the answer and sending it (a delivery waiting out flood
+    control, say): the redelivered question, or the inbox after the restart, sends that answer
+    as it is, without asking the model again."""
+    from datetime import date
+
+    from telegram_bot.models import ChatKey, NewTurn, Role
+    from telegram_bot.storage.sqlite.store import SQLiteStore
+
+    message = tg.make_message(ALICE, "asked just before the crash", user_id=ALICE)
+    store = SQLiteStore(db_path)
+    await store.open()
+    question = await store.add_user_turn(
+        NewTurn(ChatKey(ALICE), Role.USER, message["text"], 7, tg_message_id=message["message_id"])
+    )
+    answer = NewTurn(
+        ChatKey(ALICE), Role.ASSISTANT, "The answer nobody saw.", 5, reply_to=question.id,
+        undelivered=True,
+    )  # fmt: skip
+    await store.add_reply(answer, user_id=ALICE, day=date.today())
+    await store.close()
+    running = await bot_factory().start()
+    try:
+        tg.push_update({"message": message})
+        [sent] = await tg.wait_for("sendMessage")
+        assert tg.visible_text(sent) == "The answer nobody saw."
+        sql = "SELECT undelivered FROM messages WHERE role = 'assistant'"
+        assert await eventually(lambda: db(sql), lambda rows: rows == [(0,)]) == [(0,)]
+        tg.push_update({"message": message})  # and again: now it was sent, nothing more
+        tg.send_text(ALICE, "next", user_id=ALICE)
+        await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == "Echo: next")
+        assert [tg.visible_text(c) for c in final_messages(tg, ALICE)] == [
+            "The answer nobody saw.",
+            "Echo: next",
+        ]
+        assert [r.last_user_text for r in ai.requests] == ["next"]
+    finally:
+        await running.stop()

@@ -107,7 +107,7 @@ async def test_a_database_locked_by_another_process_is_waited_for_then_one_line(
     finally:
         holder.close()
     [line] = lines(bot.log, str(db_path))
-    assert "is locked by another process (waited 5 s for it)" in line
+    assert "is locked by another process (waited 5 s for it, DATABASE_BUSY_TIMEOUT)" in line
     assert_clean(bot.log)
 
 

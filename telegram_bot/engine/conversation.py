@@ -83,6 +83,9 @@ class Conversation:
             self._check_fits(prepared)
             stored = await self._store(incoming, prepared)
             if stored.answered:
+                unsent = await self._unsent_answer(incoming.chat, stored.id)
+                if unsent is not None:  # a crash between storing the answer and sending it
+                    return await self._send_again(unsent, stored.id, sink)
                 log.info(
                     "chat=%s message %s was delivered again; already answered",
                     incoming.chat,
@@ -279,6 +282,16 @@ class Conversation:
             )
             await self.compactor.maintain(chat, persona)
             return reply
+
+    async def _unsent_answer(self, chat: ChatKey, question_id: int) -> Turn | None:
+        """The complete answer to this question, stored but never confirmed sent, if it is the
+        conversation's last exchange: what a crash between storing and sending leaves, which
+        the question's redelivery (or the inbox after a restart) then sends, once."""
+        exchange = await self.store.last_exchange(chat)
+        if exchange is None or exchange[0].id != question_id or not exchange[1]:
+            return None
+        answer = exchange[1][-1]
+        return answer if answer.undelivered and answer.status is Status.COMPLETE else None
 
     async def _send_again(self, answer: Turn, question_id: int, sink: ReplySink) -> Reply:
         """Delivers a stored answer the chat never received, as it is (nothing new is stored)."""

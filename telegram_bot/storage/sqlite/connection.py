@@ -199,12 +199,14 @@ class Connection:
             db, self._db = self._db, None
             await db.close()
 
-    async def _run(self, job: Callable[[], Awaitable[T]]) -> T:
+    async def _run(
+        self, job: Callable[[], Awaitable[T]], wait: float | None = None, quiet: bool = False
+    ) -> T:
         """Runs one trip's job; on a lock, tries again after a back-off on the event loop
-        (never on the connection's thread) until `busy_timeout` has passed; raises
-        StorageError for what the storage, not the SQL, failed at."""
+        (never on the connection's thread) until `busy_timeout` (or `wait`) has passed; raises
+        StorageError for what the storage, not the SQL, failed at (logged, unless `quiet`)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.busy_timeout
+        give_up = loop.time() + (self.busy_timeout if wait is None else wait)
         pause = _FIRST_BACKOFF
         while True:
             try:
@@ -215,14 +217,20 @@ class Connection:
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, _MAX_BACKOFF)
                     continue
-                error = self._storage_error(code, exc)
+                error = self._storage_error(code, exc, quiet)
                 if error is None:
                     raise
                 raise error from exc
 
-    def _storage_error(self, code: int, exc: sqlite3.Error) -> StorageError | None:
-        """The StorageError for a failed job, logged once with its cause; None when the SQL
-        itself failed (that is a bug, raised as it is)."""
+    def _storage_error(self, code: int, exc: sqlite3.Error, quiet: bool) -> StorageError | None:
+        """The StorageError for a failed job, logged once with its cause (unless `quiet`);
+        None when the SQL itself failed (that is a bug, raised as it is)."""
+        if quiet:
+            busy, full = code in _BUSY, code == _FULL
+            if busy or full or code in _FAILING:
+                kind = StorageBusy if busy else StorageFull if full else StorageError
+                return kind(str(exc))
+            return None
         if code in _BUSY:
             log.error(
                 "The database %s is locked by another process (waited %.1f s, "
@@ -260,8 +268,12 @@ class Connection:
         commit, and nothing else runs on the connection in between)."""
         return await self._run(lambda: run_on_connection_thread(self.db, fn))
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs `fn` as one transaction in one trip: all of its writes, or none."""
+    async def transaction(
+        self, fn: Callable[[sqlite3.Connection], T], *, wait: float | None = None
+    ) -> T:
+        """Runs `fn` as one transaction in one trip: all of its writes, or none. With `wait`,
+        it gives way: waits at most that long for another process's lock, and a StorageError
+        is raised without a log line (the caller says what it means)."""
 
         def run(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN IMMEDIATE")
@@ -274,4 +286,6 @@ class Connection:
                 raise
             return result
 
-        return await self._run(lambda: run_on_connection_thread(self.db, run))
+        return await self._run(
+            lambda: run_on_connection_thread(self.db, run), wait, quiet=wait is not None
+        )

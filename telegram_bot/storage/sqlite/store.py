@@ -29,6 +29,9 @@ from ...models import (
 from . import inbox, memory, messages, rows
 from .connection import Connection
 
+# Seconds the inbox waits for another process's lock before it gives way.
+INBOX_WAIT = 0.2
+
 
 class SQLiteStore:
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
@@ -208,13 +211,17 @@ class SQLiteStore:
     async def inbox_add(self, updates: Sequence[InboxUpdate]) -> list[int]:
         if not updates:
             return []
-        return await self._conn.transaction(lambda db: inbox.add(db, updates))
+        # The inbox gives way to another process's lock: the caller handles the updates
+        # without it rather than hold every chat's updates back (telegram_adapter/inbox.py).
+        return await self._conn.transaction(lambda db: inbox.add(db, updates), wait=INBOX_WAIT)
 
     async def inbox_done(
         self, update_ids: Sequence[int], *, forget_before: float | None = None
     ) -> None:
         if update_ids or forget_before is not None:
-            await self._conn.transaction(lambda db: inbox.done(db, update_ids, forget_before))
+            await self._conn.transaction(
+                lambda db: inbox.done(db, update_ids, forget_before), wait=INBOX_WAIT
+            )
 
     async def inbox_pending(self) -> list[InboxUpdate]:
         return await self._conn.read(inbox.pending)
