@@ -30,8 +30,9 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from telegram import Update
+from telegram import Update, WebhookInfo
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from ..config import Settings
@@ -46,7 +47,9 @@ from ..storage import claim_database
 from .app import build_application
 from .polling import PollingRequest, PollingWatch
 from .services import BotApp, services_of
-from .webhook import WebhookServer
+
+if TYPE_CHECKING:
+    from .webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +133,24 @@ class Lifecycle:
         if not await self._connect():
             return
         self._started = True
-        if application.post_init is not None:
-            await application.post_init(application)
-        if self.stopping.is_set():
-            return
-        if self.settings.webhook_url:
-            await self._start_webhook()
-        else:
-            await self._start_polling()
+        # Polling: whether a webhook was set is asked while post_init runs (one round trip
+        # less before the first getUpdates), so polling can name it before removing it.
+        webhook_info = None
+        if not self.settings.webhook_url:
+            webhook_info = asyncio.create_task(application.bot.get_webhook_info())
+            webhook_info.add_done_callback(_retrieve)
+        try:
+            if application.post_init is not None:
+                await application.post_init(application)
+            if self.stopping.is_set():
+                return
+            if webhook_info is not None:
+                await self._start_polling(await webhook_info)
+            else:
+                await self._start_webhook()
+        finally:
+            if webhook_info is not None:
+                webhook_info.cancel()  # when start-up ended before it was needed
         if self.stopping.is_set():
             return
         await application.start()
@@ -181,10 +194,9 @@ class Lifecycle:
                 await self.stopping.wait()
         return self.stopping.is_set()
 
-    async def _start_polling(self) -> None:
-        bot, updater = self.application.bot, self.application.updater
+    async def _start_polling(self, info: WebhookInfo) -> None:
+        updater = self.application.updater
         assert updater is not None
-        info = await bot.get_webhook_info()
         if info.url:
             log.warning(
                 "A webhook was set for this bot (%s); long polling removes it (Telegram "
@@ -199,6 +211,8 @@ class Lifecycle:
         )
 
     async def _start_webhook(self) -> None:
+        from .webhook import WebhookServer  # aiohttp's server: loaded only in webhook mode
+
         settings = self.settings
         self.webhook = WebhookServer(self.application, self.services.inbox, settings)
         await self.webhook.start()
@@ -277,6 +291,12 @@ class Lifecycle:
                 await transport.shutdown()
             await self.services.engine.llm.close()
             await self.services.store.close()
+
+
+def _retrieve(task: asyncio.Task[WebhookInfo]) -> None:
+    """Marks a task's error seen when it ends unawaited (start-up stopped before it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _seconds(value: object) -> float:

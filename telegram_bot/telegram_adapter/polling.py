@@ -14,7 +14,9 @@ two parked getUpdates calls, and each poller, polling again a second later, ends
 So a process none of whose getUpdates calls has come back yet is the newcomer, and stops with
 one line at its first conflict; one that has been polling says so in a WARNING and goes on:
 its next call ends the newcomer's. (Two processes started at the same moment: the first to be
-ended stops.)
+ended stops. A newcomer whose very first call comes back at once, because updates were
+waiting, counts as polling too: then both go on, each with a WARNING at every conflict, until
+one is stopped by hand; rare, since a poller leaves few updates waiting.)
 """
 
 from __future__ import annotations
