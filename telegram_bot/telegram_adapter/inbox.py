@@ -9,7 +9,9 @@ reply in their chat, or a reply a crash cut off, used to die with the process. N
   before it is acknowledged: in polling mode inside the getUpdates request (`polling.py`), in
   webhook mode before the 200 (`webhook.py`; calls that arrive while a write is under way go
   together in the next one). The store says which updates are new; a redelivered one
-  (handled, or already queued) is not handled again.
+  (handled, or already queued) is not handled again. A batch the store cannot take (its
+  database down, full, or locked by another process) is handled without it, rather than
+  holding every chat's updates back.
 - **done**: after an update is handled, its id joins a list written at most every
   `DONE_FLUSH_SECONDS` in one small write (`Store.inbox_done`), so the hot path pays one
   extra write per batch and per interval, not per update. A crash inside that interval only
