@@ -4,7 +4,8 @@ The bot talks to storage only through `Store`, a small Protocol, so every backen
 same tests in `tests/test_store.py`, which are parametrised over them. SQLite (`sqlite/`) is
 the embedded default; PostgreSQL (`postgres/`) is for a database shared by several replicas. The
 methods are what the bot does with its data, not tables: each is one atomic step, and a
-message's hot path is three of them (`add_user_turn`, `backlog`, `add_reply`).
+message's hot path is four of them (`add_user_turn`, `get_persona`, `backlog`, `add_reply`;
+`search_turns` too when older turns exist).
 
 The inbox (`inbox_add`, `inbox_done`, `inbox_pending`) keeps every raw update from before
 Telegram is told it arrived until it has been handled, so a crash loses nothing acknowledged.

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from ...models import NewTurn, StoredTurn
+from ..attachments import attachments_to_json
 from . import rows
 from .connection import Database, affected
 
@@ -131,7 +132,7 @@ def values(turn: NewTurn, kind: str, *, overheard: bool = False) -> tuple[object
         overheard,
         turn.kind.value,
         turn.duration,
-        rows.attachments_to_json(turn.attachments),
+        attachments_to_json(turn.attachments),
     )
 
 

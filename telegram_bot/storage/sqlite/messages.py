@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from ...models import ChatKey, NewTurn, StoredTurn, Turn
+from ..attachments import attachments_to_json
 from . import rows
 
 _TOUCH_CHAT = (
@@ -89,7 +90,7 @@ def _values(turn: NewTurn, now: float, *, overheard: bool = False) -> tuple[obje
         now,
         turn.kind.value,
         turn.duration,
-        rows.attachments_to_json(turn.attachments),
+        attachments_to_json(turn.attachments),
         int(turn.undelivered),
     )
 
