@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY telegram_bot ./telegram_bot
 # The postgres extra (asyncpg, a wheel: no compiler) so DATABASE_URL works in the same image.
 RUN pip install '.[postgres]' \
+    && rm -rf build telegram_llm_bot.egg-info \
     && python -c "from pathlib import Path; from telegram_bot import tokens; tokens.set_cache_dir(Path('/opt/tiktoken')); tokens.count_text('ok')" \
     && chmod -R a+rX /opt/tiktoken \
     && useradd --system --uid 10001 --home-dir /app bot \
