@@ -109,6 +109,26 @@ async def test_silence_gets_one_line_and_no_model_call(
     assert ai.requests == []
 
 
+async def test_whisper_cpps_blank_audio_marker_is_silence_not_words(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    # whisper.cpp's server with its English models answers a silent recording with the
+    # model's "[BLANK_AUDIO]", a space before each segment and a newline after it
+    # (tests/real/test_whisper_voice.py has the real server say so).
+    ai.enqueue_transcription(" [BLANK_AUDIO]\n")
+    tg.send_voice(ALICE, VOICE, duration=2, user_id=ALICE)
+    [line] = await texts_after(tg, 1)
+    assert "couldn't hear any words" in line
+    assert ai.requests == [], "the marker never reaches the model as the user's words"
+    # Speech, then a silent stretch: the words are kept, the marker is not.
+    ai.enqueue_transcription(" Call me at noon.\n [BLANK_AUDIO]\n")
+    ai.enqueue("Will do.")
+    tg.send_voice(ALICE, VOICE, duration=9, user_id=ALICE)
+    heard, answer = (await texts_after(tg, 3))[-2:]
+    assert (heard, answer) == ("🎤 “Call me at noon.”", "Will do.")
+    assert ai.requests[0].messages[-1] == {"role": "user", "content": "Call me at noon."}
+
+
 async def test_a_voice_note_over_the_limit_is_refused_before_downloading(
     bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
+
+# What Whisper servers write for a stretch with no speech (matched whole, any case).
+_SILENCE_MARKERS = re.compile(r"\[\s*blank[_ ]audio\s*\]|[\[(]\s*silence\s*[\])]", re.IGNORECASE)
+
+
+def words_heard(text: str) -> str:
+    """The transcript without silence markers and surrounding whitespace ("" for silence)."""
+    return _SILENCE_MARKERS.sub("", text).strip()
 
 
 class Transcriber:
@@ -65,7 +74,7 @@ class Transcriber:
                 model=model, file=(filename, data, mime), response_format="json"
             )
             text = getattr(result, "text", result)
-            return text.strip() if isinstance(text, str) else ""
+            return words_heard(text) if isinstance(text, str) else ""
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise

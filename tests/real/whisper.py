@@ -139,3 +139,33 @@ def ensure_whisper_server(root: Path) -> Path:
         }
         (binary.parent / "ready.json").write_text(json.dumps(record, indent=2) + "\n")
         return binary
+
+
+# The bot posts to TRANSCRIPTION_BASE_URL + "/audio/transcriptions"; whisper-server serves one
+# path, `/inference` unless told otherwise (README's recipe uses this one too).
+INFERENCE_PATH = "/v1/audio/transcriptions"
+
+
+def server_argv(
+    binary: Path, model: Path, port: int, *, convert: bool, tmp_dir: Path | None = None
+) -> list[str]:
+    """`whisper-server` on 127.0.0.1:`port`, on the OpenAI-compatible path, without timestamps
+    (the generated model spells its transcript only then); `convert` adds `--convert`, so
+    ffmpeg turns each upload into 16 kHz WAV first (in `tmp_dir`)."""
+    argv = [
+        str(binary),
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--inference-path",
+        INFERENCE_PATH,
+        "--no-timestamps",
+        "--threads",
+        "1",
+    ]
+    if convert:
+        argv += ["--convert", "--tmp-dir", str(tmp_dir or Path.cwd())]
+    return argv
