@@ -182,10 +182,13 @@ class WhisperServers:
         self.binary = binary
         self.models = models
         self.logs = logs
-        self._running: dict[tuple[WhisperModelSpec, bool], RunningServer] = {}
+        self._running: dict[tuple[WhisperModelSpec, bool, str], RunningServer] = {}
 
-    def start(self, spec: WhisperModelSpec, *, convert: bool) -> RunningServer:
-        key = (spec, convert)
+    def start(
+        self, spec: WhisperModelSpec, *, convert: bool, path: str = whisper.INFERENCE_PATH
+    ) -> RunningServer:
+        """A server for `spec` on `path` (README's recipe: the OpenAI-compatible one)."""
+        key = (spec, convert, path)
         if key in self._running:
             return self._running[key]
         if convert and whisper.ffmpeg_binary() is None:
@@ -197,13 +200,15 @@ class WhisperServers:
         with llama.cache_lock(self.models.parent, "whisper-model"):
             model = whispermodel.ensure_model(self.models, spec)
         port = servers.free_port()
-        name = f"whisper-server-{spec.key()}{'-convert' if convert else ''}"
+        name = f"whisper-server-{len(self._running)}-{spec.key()}"
         scratch = self.logs / f"{name}-tmp"
         scratch.mkdir(parents=True, exist_ok=True)
         try:
             server = servers.start(
                 "whisper-server",
-                whisper.server_argv(self.binary, model, port, convert=convert, tmp_dir=scratch),
+                whisper.server_argv(
+                    self.binary, model, port, convert=convert, tmp_dir=scratch, inference_path=path
+                ),
                 port=port,
                 n_ctx=0,
                 log_path=self.logs / f"{name}.log",

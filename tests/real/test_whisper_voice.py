@@ -11,13 +11,16 @@ the bot makes of it, not recognition.
 
 What the real server taught the bot and the fakes (docs/media.md):
 - silence comes back as whisper.cpp's English models write it, `[BLANK_AUDIO]`, not as "";
-- without `--convert` an OGG/Opus upload gets HTTP 400 `{"error":"failed to read audio data"}`;
-- started without `--inference-path`, it answers the bot's path 404 in plain text.
+- without `--convert` an OGG/Opus upload gets HTTP 400 with the text/plain body "Invalid
+  request" (its error handler replaces the JSON error it logs), so the bot's log names the flag;
+- started without `--inference-path`, it answers the bot's path 404 "File Not Found (<path>)";
+- every answer says `Server: whisper.cpp`, which is how the bot knows whose flags to name.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,9 +76,10 @@ async def texts_after(telegram: FakeTelegram, count: int) -> list[str]:
 
 
 def uploads(server: RunningServer) -> list[str]:
-    """The file names the server says it received, in order."""
+    """The names of the files the server has transcribed, in order (from its stderr, which is
+    not buffered: "processing 'voice.ogg' (48000 samples, 3.0 sec), ...")."""
     log = server.log_path.read_text(errors="replace")
-    return [line.split(": ", 1)[1] for line in log.splitlines() if "Received request: " in line]
+    return re.findall(r"processing '([^']*)' \(\d+ samples", log)
 
 
 async def test_a_voice_note_is_transcribed_by_whisper_cpp_and_answered(
@@ -156,7 +160,28 @@ async def test_a_voice_note_to_a_server_without_convert_gets_one_line_and_a_hint
         assert "couldn't transcribe that recording" in line
         assert chat_model.requests == []
         assert "failed to read audio data" in whisper.log_path.read_text(errors="replace")
-        logged = " ".join(r.getMessage() for r in caplog.records)
-        assert "HTTP 400" in logged and "failed to read audio data" in logged
+        logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("HTTP 400: Invalid request" in m and "--convert" in m for m in logged)
+    finally:
+        await bot.stop()
+
+
+async def test_a_server_on_its_default_path_tells_the_owner_to_set_inference_path(
+    whisper_servers: WhisperServers,
+    telegram: FakeTelegram,
+    chat_model: FakeOpenAI,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="telegram_bot")
+    whisper = whisper_servers.start(SPEAKS, convert=False, path="/inference")
+    bot = await RunningBot(settings_for(telegram, chat_model, whisper, tmp_path)).start()
+    try:
+        telegram.send_voice(ALICE, VOICE, duration=3, user_id=ALICE)
+        [line] = await texts_after(telegram, 1)
+        assert "no speech-to-text service is set up" in line
+        logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("--inference-path /v1/audio/transcriptions" in m for m in logged), logged
+        assert chat_model.requests == []
     finally:
         await bot.stop()

@@ -147,11 +147,17 @@ INFERENCE_PATH = "/v1/audio/transcriptions"
 
 
 def server_argv(
-    binary: Path, model: Path, port: int, *, convert: bool, tmp_dir: Path | None = None
+    binary: Path,
+    model: Path,
+    port: int,
+    *,
+    convert: bool,
+    tmp_dir: Path | None = None,
+    inference_path: str = INFERENCE_PATH,
 ) -> list[str]:
-    """`whisper-server` on 127.0.0.1:`port`, on the OpenAI-compatible path, without timestamps
-    (the generated model spells its transcript only then); `convert` adds `--convert`, so
-    ffmpeg turns each upload into 16 kHz WAV first (in `tmp_dir`)."""
+    """`whisper-server` on 127.0.0.1:`port`, on `inference_path`, without timestamps (the
+    generated model spells its transcript only then); `convert` adds `--convert`, so ffmpeg
+    turns each upload into 16 kHz WAV first (in `tmp_dir`)."""
     argv = [
         str(binary),
         "--model",
@@ -161,7 +167,7 @@ def server_argv(
         "--port",
         str(port),
         "--inference-path",
-        INFERENCE_PATH,
+        inference_path,
         "--no-timestamps",
         "--threads",
         "1",
