@@ -78,11 +78,12 @@ def _built(
     build: Callable[[Path], Path],
     root: Path,
     record_dir: Path,
+    minutes: str = "15-30",
 ) -> Path:
     if llama.build_record(record_dir) is None:
         _say(
             config,
-            f"\nbuilding {what} into {root} (once per machine; 15-30 minutes on two busy "
+            f"\nbuilding {what} into {root} (once per machine; {minutes} minutes on two busy "
             f"cores; log in {root}/*.log)",
         )
     try:
@@ -246,6 +247,7 @@ def whisper_servers(
         whisper.ensure_whisper_server,
         whisper_cache,
         whisper.server_binary(whisper_cache).parent,
+        minutes="about 11",
     )
     running = WhisperServers(binary, whisper_cache / "models", _log_dir(tmp_path_factory))
     yield running
