@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,6 +104,39 @@ async def test_a_voice_note_is_transcribed_by_whisper_cpp_and_answered(
         with sqlite3.connect(bot.settings.database_path) as db:
             turns = db.execute("SELECT text, kind, duration FROM messages WHERE role = 'user'")
             assert turns.fetchall() == [("hello world", "voice", 3)]
+    finally:
+        await bot.stop()
+
+
+def round_video(seconds: int, path: Path) -> bytes:
+    """A square H.264 + AAC MP4 with a tone, like a Telegram video note, made by ffmpeg (into
+    a file: the index goes first, which needs a seekable output)."""
+    lavfi = ["-f", "lavfi", "-i"]
+    argv = ["ffmpeg", "-hide_banner", "-loglevel", "error"]
+    argv += [*lavfi, f"color=c=black:s=240x240:d={seconds}"]
+    argv += [*lavfi, f"sine=frequency=440:duration={seconds}"]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"]
+    argv += ["-movflags", "+faststart", "-y", str(path)]
+    subprocess.run(argv, capture_output=True, check=True)
+    return path.read_bytes()
+
+
+async def test_a_round_video_note_is_transcribed_through_ffmpeg(
+    whisper_servers: WhisperServers,
+    telegram: FakeTelegram,
+    chat_model: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    whisper = whisper_servers.start(SPEAKS, convert=True)  # skips without ffmpeg
+    bot = await RunningBot(settings_for(telegram, chat_model, whisper, tmp_path)).start()
+    try:
+        chat_model.enqueue("Nice video.")
+        telegram.send_video_note(
+            ALICE, round_video(3, tmp_path / "note.mp4"), duration=3, user_id=ALICE
+        )
+        heard, answer = await texts_after(telegram, 2)
+        assert (heard, answer) == ("🎤 “hello world”", "Nice video.")
+        assert uploads(whisper)[-1] == "video_note.mp4"
     finally:
         await bot.stop()
 
