@@ -147,7 +147,8 @@ async def test_whisper_cpps_blank_audio_marker_is_silence_not_words(
     # whisper.cpp's server with its English models answers a silent recording with the
     # model's "[BLANK_AUDIO]", a space before each segment and a newline after it
     # (tests/real/test_whisper_voice.py has the real server say so).
-    ai.enqueue_transcription(" [BLANK_AUDIO]\n")
+    # (Whisper models also caption a pause "[ Silence ]" or "(silence)".)
+    ai.enqueue_transcription(" [BLANK_AUDIO]\n [ Silence ]\n (silence)\n")
     tg.send_voice(ALICE, VOICE, duration=2, user_id=ALICE)
     [line] = await texts_after(tg, 1)
     assert "couldn't hear any words" in line

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What Whisper servers write for a stretch with no speech (matched whole, any case).
+# What Whisper servers write for a stretch with no speech (removed wherever they are, any case).
 _SILENCE_MARKERS = re.compile(r"\[\s*blank[_ ]audio\s*\]|[\[(]\s*silence\s*[\])]", re.IGNORECASE)
 
 
