@@ -104,6 +104,22 @@ async def test_a_failing_transcription_service_gets_one_line(
     assert ai.requests == [] and db("SELECT * FROM messages") == []
 
 
+async def test_whisper_cpps_segment_lines_make_one_sentence_again(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    # whisper.cpp's server (README's recipe, timestamps on) cuts its text into segments of at
+    # most 60 characters, each written as " text\n": a line break in mid-sentence.
+    ai.enqueue_transcription(
+        " Hello, I wanted to ask you about the weather tomorrow in\n Paris and also London.\n"
+    )
+    ai.enqueue("Sunny.")
+    tg.send_voice(ALICE, VOICE, duration=6, user_id=ALICE)
+    await texts_after(tg, 2)
+    said = "Hello, I wanted to ask you about the weather tomorrow in Paris and also London."
+    assert ai.requests[0].messages[-1] == {"role": "user", "content": said}
+    assert db("SELECT text FROM messages WHERE role = 'user'") == [(said,)]
+
+
 async def test_whisper_cpps_refusals_tell_the_owner_which_flag_is_missing(
     bot: RunningBot,
     tg: FakeTelegram,

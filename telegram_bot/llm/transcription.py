@@ -6,6 +6,15 @@ TRANSCRIPTION_API_KEY (default: OPENAI_API_KEY); its own `AsyncOpenAI` is made o
 recording, so a bot nobody sends voice to never builds it. A server with no such endpoint
 (Ollama answers 404) or that refuses the key is a setting to fix: the user gets one line, the
 log says what to set. Every call logs one INFO line, like a chat call.
+
+What a server answers is cleaned into the words heard. Silence is not always an empty text:
+whisper.cpp's server with its English models answers `[BLANK_AUDIO]` (one per silent segment,
+also after real words), and Whisper models caption a pause `[ Silence ]` or `(silence)`; those
+markers are removed, so a silent recording gives "" (the caller's one line, no model call).
+whisper.cpp also writes one line per segment, cut at 60 characters even mid-sentence: lines
+that begin a new word are joined again. Its errors do not say what is wrong (a 400 "Invalid
+request" for audio it cannot read, a plain 404 off its one path), but it names itself
+(`Server: whisper.cpp`), so the log names the flag to set.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A line break before a word: whisper.cpp's segment boundary.
+_SEGMENT_BREAK = re.compile(r"\n(?=[ \t])")
 # What Whisper servers write for a stretch with no speech (removed wherever they are, any case).
 _SILENCE_MARKERS = re.compile(r"\[\s*blank[_ ]audio\s*\]|[\[(]\s*silence\s*[\])]", re.IGNORECASE)
 
@@ -37,8 +48,10 @@ def _is_whisper_cpp(exc: APIStatusError) -> bool:
 
 
 def words_heard(text: str) -> str:
-    """The transcript without silence markers and surrounding whitespace ("" for silence)."""
-    return _SILENCE_MARKERS.sub("", text).strip()
+    """The transcript without silence markers and surrounding whitespace ("" for silence), its
+    segments joined again where a server broke lines between words (whisper.cpp writes each
+    segment, at most 60 characters, as " text\\n")."""
+    return _SEGMENT_BREAK.sub("", _SILENCE_MARKERS.sub("", text)).strip()
 
 
 class Transcriber:

@@ -2,14 +2,15 @@
 
 The real bot, over real HTTP, with the fake Bot API serving the recording and the fake OpenAI
 server answering the chat, sends its multipart upload to a real `whisper-server` (built once
-per machine, `whisper.py`) on its OpenAI-compatible path, as README's recipe starts it. The
-server decodes the audio (through ffmpeg with `--convert` for Telegram's OGG/Opus; WAV
-without), runs the encoder and the decoder of a generated model that spells a chosen transcript
-whatever it hears (`whispermodel.py`), and answers in its own shape: a space before each
-segment, a newline after it. So these tests prove the transport, the response shape and what
-the bot makes of it, not recognition.
+per machine, `whisper.py`) started as README's recipe starts it (its OpenAI-compatible path,
+timestamps on). The server decodes the audio (through ffmpeg with `--convert` for Telegram's
+OGG/Opus; WAV without), runs the encoder and the decoder of a generated model that spells a
+chosen transcript whatever it hears (`whispermodel.py`), and answers in its own shape: a space
+before each segment, a newline after it. So these tests prove the transport, the response shape
+and what the bot makes of it, not recognition.
 
 What the real server taught the bot and the fakes (docs/media.md):
+- it writes one line per segment, and cuts segments at 60 characters, even mid-sentence;
 - silence comes back as whisper.cpp's English models write it, `[BLANK_AUDIO]`, not as "";
 - without `--convert` an OGG/Opus upload gets HTTP 400 with the text/plain body "Invalid
   request" (its error handler replaces the JSON error it logs), so the bot's log names the flag;
@@ -42,6 +43,13 @@ ALICE = 1001
 SPEAKS = WhisperModelSpec(words=(" hello", " world"))
 # What whisper.cpp's ggml English models say for a silent recording, token by token (cl100k).
 BLANK_AUDIO = WhisperModelSpec(words=(" [", "BL", "ANK", "_", "A", "UDIO", "]"))
+# More than 60 characters: whisper.cpp writes it as two segments, one line each.
+LONG = WhisperModelSpec(
+    words=(
+        *(" Hello", ",", " I", " wanted", " to", " ask", " you", " about", " the"),
+        *(" weather", " tomorrow", " in", " Paris", " and", " also", " London", "."),
+    )
+)
 VOICE = files.ogg_opus(3.0)  # whisper.cpp skips a window shorter than a second
 
 
@@ -104,6 +112,26 @@ async def test_a_voice_note_is_transcribed_by_whisper_cpp_and_answered(
         with sqlite3.connect(bot.settings.database_path) as db:
             turns = db.execute("SELECT text, kind, duration FROM messages WHERE role = 'user'")
             assert turns.fetchall() == [("hello world", "voice", 3)]
+    finally:
+        await bot.stop()
+
+
+async def test_a_long_voice_note_reaches_the_model_as_one_sentence(
+    whisper_servers: WhisperServers,
+    telegram: FakeTelegram,
+    chat_model: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    whisper = whisper_servers.start(LONG, convert=False)
+    bot = await RunningBot(settings_for(telegram, chat_model, whisper, tmp_path)).start()
+    try:
+        chat_model.enqueue("Sunny in both.")
+        telegram.send_audio(ALICE, files.wav(6.0), 6, "question.wav", "audio/wav", user_id=ALICE)
+        heard, _answer = await texts_after(telegram, 2)
+        # The server's " Hello, ... tomorrow in\n Paris and also London.\n", rejoined.
+        said = "Hello, I wanted to ask you about the weather tomorrow in Paris and also London."
+        assert heard == f"🎤 “{said}”"
+        assert chat_model.requests[0].messages[-1] == {"role": "user", "content": said}
     finally:
         await bot.stop()
 

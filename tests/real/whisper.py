@@ -155,9 +155,9 @@ def server_argv(
     tmp_dir: Path | None = None,
     inference_path: str = INFERENCE_PATH,
 ) -> list[str]:
-    """`whisper-server` on 127.0.0.1:`port`, on `inference_path`, without timestamps (the
-    generated model spells its transcript only then); `convert` adds `--convert`, so ffmpeg
-    turns each upload into 16 kHz WAV first (in `tmp_dir`)."""
+    """`whisper-server` on 127.0.0.1:`port`, on `inference_path`, as README's recipe starts it
+    (timestamps on, its default); `convert` adds `--convert`, so ffmpeg turns each upload into
+    16 kHz WAV first (in `tmp_dir`)."""
     argv = [
         str(binary),
         "--model",
@@ -168,7 +168,6 @@ def server_argv(
         str(port),
         "--inference-path",
         inference_path,
-        "--no-timestamps",
         "--threads",
         "1",
     ]

