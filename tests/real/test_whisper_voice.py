@@ -84,11 +84,12 @@ async def texts_after(telegram: FakeTelegram, count: int) -> list[str]:
     return telegram.sent_texts(ALICE)
 
 
-def uploads(server: RunningServer) -> list[str]:
-    """The names of the files the server has transcribed, in order (from its stderr, which is
-    not buffered: "processing 'voice.ogg' (48000 samples, 3.0 sec), ...")."""
+def uploads(server: RunningServer) -> list[tuple[str, float]]:
+    """Each file the server transcribed, in order, with the seconds of audio it decoded (from
+    its stderr, which is not buffered: "processing 'voice.ogg' (48000 samples, 3.0 sec)")."""
     log = server.log_path.read_text(errors="replace")
-    return re.findall(r"processing '([^']*)' \(\d+ samples", log)
+    found = re.findall(r"processing '([^']*)' \(\d+ samples, ([\d.]+) sec\)", log)
+    return [(name, float(seconds)) for name, seconds in found]
 
 
 async def test_a_voice_note_is_transcribed_by_whisper_cpp_and_answered(
@@ -107,7 +108,8 @@ async def test_a_voice_note_is_transcribed_by_whisper_cpp_and_answered(
         # The server's " hello world\n" (its segment shape), quoted without the whitespace.
         assert heard == "🎤 “hello world”"
         assert answer == "Hello to you too."
-        assert uploads(whisper)[before:] == ["voice.ogg"], "the bot's upload reached the server"
+        # The bot's upload reached the server, and ffmpeg decoded all of its 3 seconds.
+        assert uploads(whisper)[before:] == [("voice.ogg", 3.0)]
         assert chat_model.requests[0].messages[-1] == {"role": "user", "content": "hello world"}
         with sqlite3.connect(bot.settings.database_path) as db:
             turns = db.execute("SELECT text, kind, duration FROM messages WHERE role = 'user'")
@@ -164,7 +166,7 @@ async def test_a_round_video_note_is_transcribed_through_ffmpeg(
         )
         heard, answer = await texts_after(telegram, 2)
         assert (heard, answer) == ("🎤 “hello world”", "Nice video.")
-        assert uploads(whisper)[-1] == "video_note.mp4"
+        assert uploads(whisper)[-1] == ("video_note.mp4", 3.0)
     finally:
         await bot.stop()
 
@@ -201,7 +203,7 @@ async def test_an_audio_file_in_wav_is_transcribed_without_ffmpeg(
         telegram.send_audio(ALICE, files.wav(2.0), 2, "memo.wav", "audio/wav", user_id=ALICE)
         heard, answer = await texts_after(telegram, 2)
         assert (heard, answer) == ("🎤 “hello world”", "Noted.")
-        assert uploads(whisper)[-1] == "memo.wav"
+        assert uploads(whisper)[-1] == ("memo.wav", 2.0)
     finally:
         await bot.stop()
 
