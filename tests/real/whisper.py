@@ -27,13 +27,13 @@ from pathlib import Path
 from tests.real.llama import (
     CACHE_ENV,
     Unavailable,
-    _build_env,
-    _check_failure,
-    _fail,
-    _run,
+    build_env,
     build_record,
     cache_lock,
+    check_failure,
+    fail,
     missing_toolchain,
+    run,
 )
 
 PYWHISPERCPP_VERSION = "1.5.1"  # vendors whisper.cpp 1.8.5
@@ -82,7 +82,7 @@ def _vendored_source(root: Path, log: Path) -> Path:
         # for pip's metadata step, instead of being compiled too.
         pinned = f"pywhispercpp=={PYWHISPERCPP_VERSION}"
         download = ["download", "--no-deps", "--no-binary", "pywhispercpp", "--dest", str(sdists)]
-        _run([*NICE, sys.executable, "-m", "pip", *download, pinned], log, _build_env())
+        run([*NICE, sys.executable, "-m", "pip", *download, pinned], log, build_env())
         found = sorted(sdists.glob("pywhispercpp-*.tar.gz"))
     if not found:
         raise Unavailable(f"pip download left no pywhispercpp sdist in {sdists}")
@@ -106,7 +106,7 @@ def ensure_whisper_server(root: Path) -> Path:
         if build_record(binary.parent) is not None:
             return binary
         marker = root / "whisper-server.failed"
-        _check_failure(marker)
+        check_failure(marker)
         problem = missing_toolchain()
         if problem:
             raise Unavailable(f"cannot compile whisper-server: {problem}")
@@ -118,16 +118,16 @@ def ensure_whisper_server(root: Path) -> Path:
             source = _vendored_source(root, log)
             shutil.rmtree(build, ignore_errors=True)
             configure = ["cmake", "-S", source, "-B", build, *SERVER_CMAKE_ARGS]
-            _run([*NICE, *configure], log, _build_env())
+            run([*NICE, *configure], log, build_env())
             compile_ = ["cmake", "--build", build, "--target", "whisper-server"]
-            _run([*NICE, *compile_], log, _build_env())
+            run([*NICE, *compile_], log, build_env())
             built = next(build.glob("bin/whisper-server"), None)
             if built is None:
                 raise Unavailable(f"cmake finished but left no bin/whisper-server in {build}")
             binary.parent.mkdir(exist_ok=True)
             shutil.copy2(built, binary)
         except Unavailable as exc:
-            raise _fail(marker, f"whisper-server could not be built: {exc}") from exc
+            raise fail(marker, f"whisper-server could not be built: {exc}") from exc
         finally:
             shutil.rmtree(build, ignore_errors=True)
             shutil.rmtree(root / "src", ignore_errors=True)
