@@ -68,6 +68,25 @@ class RateWindow(Protocol):
         ...
 
 
+class Replica(Protocol):
+    """This process among several replicas (`postgres.py`): started after the store opens and
+    before any update is kept, closed before the store closes."""
+
+    lease: float  # seconds: a replica silent this long is dead, and what it held is free
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def pending_before(self, chat: ChatKey, update_id: int) -> list[int]:
+        """The chat's inbox updates before `update_id` that no replica has handled yet."""
+        ...
+
+    async def should_answer(self, key: object) -> bool:
+        """Refusal pacing across replicas: True at most once per REFUSAL_INTERVAL per key."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Coordination:
     turns: ChatTurns
