@@ -284,8 +284,8 @@ class Inbox:
             self._handling.add(update.update_id)
             await application.update_queue.put(update)
         log.info(
-            "Inbox: %d updates a restart left unhandled are handled now; %d older than "
-            "RECOVERY_WINDOW (%.0f s) get a line asking to send them again",
+            "Inbox: %d updates a restart or a dead replica left unhandled are handled now; %d "
+            "older than RECOVERY_WINDOW (%.0f s) get a line asking to send them again",
             len(fresh),
             len(stale),
             self.recovery_window,

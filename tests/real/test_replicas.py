@@ -148,7 +148,7 @@ async def test_killing_the_replica_writing_an_answer_loses_nothing(
     await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == "Echo: still there?")
     await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == "Echo: hello")
     assert await eventually_rows(pg_dsn, PENDING, until=lambda rows: rows == [(0,)]) == [(0,)]
-    assert "left unhandled are handled now" in bots[1].log
+    assert "a dead replica left unhandled are handled now" in bots[1].log
 
 
 async def test_stop_arriving_at_the_other_replica_stops_the_answer(
