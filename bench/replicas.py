@@ -144,8 +144,11 @@ async def one_round(admin_url: str, chats: int, messages: int, lease: str, root:
 
     server = PostgresServer(dsn=admin_url, origin="bench")
     runs: list[Run] = []
-    configs = (("SQLite, 1 process", 1, False), ("PostgreSQL, 1 process", 1, True))
-    configs += (("PostgreSQL, 2 replicas", 2, True),)
+    configs = [
+        ("SQLite, 1 process", 1, False),
+        ("PostgreSQL, 1 process", 1, True),
+        ("PostgreSQL, 2 replicas", 2, True),
+    ]
     for name, count, postgres in configs:
         async with contextlib.AsyncExitStack() as stack:
             tg = await stack.enter_async_context(FakeTelegram(token=TOKEN))
