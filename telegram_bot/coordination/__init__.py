@@ -14,6 +14,7 @@ for several replicas implements the same three and is passed to the engine in a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class Replica(Protocol):
 
     async def pending_before(self, chat: ChatKey, update_id: int) -> list[int]:
         """The chat's inbox updates before `update_id` that no replica has handled yet."""
+        ...
+
+    def signal(self, chat: ChatKey) -> asyncio.Event:
+        """Set at the chat's next change (its turn given back, its updates marked done)."""
         ...
 
     async def should_answer(self, key: object) -> bool:

@@ -45,13 +45,13 @@ import asyncpg
 from ..config import Settings
 from ..errors import DatabaseUnavailable
 from ..models import ChatKey
-from ..storage.postgres.store import PostgresStore
+from ..storage.postgres.store import INBOX_CHANNEL, PostgresStore
 from . import Coordination, OnStop, StopOutcome
 from .local import WINDOW, KeyedLocks, LocalReplies
 
 log = logging.getLogger(__name__)
 
-TURNS_CHANNEL = "telegram_bot_turns"
+TURNS_CHANNEL = INBOX_CHANNEL  # a chat's turn given back, or its updates marked done
 STOP_CHANNEL = "telegram_bot_stop"
 HEARTBEATS_PER_LEASE = 5
 POLL_MAX = 1.0  # seconds: the longest a waiter goes without looking again
@@ -204,15 +204,13 @@ class Replica:
         await listener.add_listener(TURNS_CHANNEL, self._on_notify)
         await listener.add_listener(STOP_CHANNEL, self._on_notify)
         self._listener = listener
-        for waker in self.wakers.values():  # a release may have been missed meanwhile
-            waker.set()
+        for chat in list(self.wakers):  # a release may have been missed meanwhile
+            self._wake(chat)
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == TURNS_CHANNEL:
             chat_id, _, thread_id = payload.partition(":")
-            waker = self.wakers.get(ChatKey(int(chat_id), int(thread_id or 0)))
-            if waker is not None:
-                waker.set()
+            self._wake(ChatKey(int(chat_id), int(thread_id or 0)))
             return
         stop = json.loads(payload)
         if stop.get("replica") != self.id:
@@ -222,6 +220,19 @@ class Replica:
         self._stops.add(task)
         task.add_done_callback(self._stops.discard)
         log.info("chat=%s stopped from another replica", chat)
+
+    def signal(self, chat: ChatKey) -> asyncio.Event:
+        """Set at the next change of the chat's turn or inbox (a NOTIFY): take it before
+        looking, then wait on it, and no change between the two is missed."""
+        event = self.wakers.get(chat)
+        if event is None:
+            event = self.wakers[chat] = asyncio.Event()
+        return event
+
+    def _wake(self, chat: ChatKey) -> None:
+        event = self.wakers.pop(chat, None)
+        if event is not None:
+            event.set()
 
     async def should_answer(self, key: object) -> bool:
         """REFUSAL_INTERVAL across replicas: a refused key is told at most once per interval."""
@@ -254,23 +265,18 @@ class LeasedTurns:
                 await self._give(chat)
 
     async def _take(self, chat: ChatKey) -> None:
-        replica, delay = self.replica, 0.02
-        waker = replica.wakers.setdefault(chat, asyncio.Event())
-        try:
-            while True:
-                waker.clear()
-                taken = await replica.database.fetchval(
-                    TAKE_TURN, replica.id, replica.lease, chat.chat_id, chat.thread_id
-                )
-                if taken:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await waker.wait()
-                delay = min(delay * 2, POLL_MAX)
-        finally:
-            if replica.wakers.get(chat) is waker:
-                del replica.wakers[chat]
+        replica, delay = self.replica, 0.05
+        while True:
+            changed = replica.signal(chat)
+            taken = await replica.database.fetchval(
+                TAKE_TURN, replica.id, replica.lease, chat.chat_id, chat.thread_id
+            )
+            if taken:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await changed.wait()
+            delay = min(delay * 2, POLL_MAX)
 
     async def _give(self, chat: ChatKey) -> None:
         replica = self.replica

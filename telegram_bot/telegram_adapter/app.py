@@ -62,6 +62,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     guard = Guard.from_settings(settings)
     if replica is not None:  # a chat's order, and refusal pacing, across replicas
         inbox.order = replica.pending_before
+        inbox.changes = replica.signal
         inbox.done_delay = REPLICA_DONE_FLUSH
         guard.refusals.shared = replica.should_answer
     services = Services(

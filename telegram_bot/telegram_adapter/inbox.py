@@ -102,6 +102,7 @@ class Inbox:
         self._pruned = 0.0
         # Replicas: the chat's earlier pending updates, whoever kept them (None: one process).
         self.order: Callable[[ChatKey, int], Awaitable[list[int]]] | None = None
+        self.changes: Callable[[ChatKey], asyncio.Event] | None = None  # set when they may have
         self.done_delay = DONE_FLUSH_SECONDS
         self._admitted: set[int] = set()  # came through the inbox, not yet done
         self._passed: set[int] = set()  # their turn came (`wait_turn`), not yet done
@@ -195,8 +196,9 @@ class Inbox:
         if update_id not in self._admitted:
             return  # not kept in the inbox (its database was down): no order to keep
         loop = asyncio.get_running_loop()
-        started, delay = loop.time(), 0.02
+        started, delay = loop.time(), 0.05
         while True:
+            changed = self.changes(chat) if self.changes is not None else asyncio.Event()
             try:
                 earlier = await self.order(chat, update_id)
             except Exception as exc:  # the store's own error: order is then best effort
@@ -207,8 +209,10 @@ class Inbox:
             if loop.time() - started > ORDER_WAIT_MAX:
                 log.warning("chat=%s: update %s waited too long for %s", chat, update_id, earlier)
                 break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            with contextlib.suppress(TimeoutError):  # woken when they are marked done
+                async with asyncio.timeout(delay):
+                    await changed.wait()
+            delay = min(delay * 2, 1.0)
         self._passed.add(update_id)
 
     # -- done -----------------------------------------------------------------------------------

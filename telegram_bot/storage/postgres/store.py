@@ -34,6 +34,18 @@ from ...models import (
 from . import memory, messages, rows
 from .connection import Database
 
+# Replicas wait for a chat's earlier updates to be handled (`coordination/postgres.py`): marking
+# updates done wakes them with a NOTIFY per chat ('chat_id:thread_id'), sent at commit.
+INBOX_CHANNEL = "telegram_bot_turns"
+MARK_DONE = """
+WITH marked AS (
+    UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])
+    RETURNING chat_id, thread_id
+)
+SELECT pg_notify($2, chat_id::text || ':' || thread_id::text)
+FROM (SELECT DISTINCT chat_id, thread_id FROM marked WHERE chat_id IS NOT NULL) AS chats
+"""
+
 
 class PostgresStore:
     def __init__(self, url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> None:
@@ -285,17 +297,11 @@ class PostgresStore:
         if not update_ids and forget_before is None:
             return
         if forget_before is None:  # the usual call: one statement
-            await self.database.execute(
-                "UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])",
-                list(update_ids),
-            )
+            await self.database.execute(MARK_DONE, list(update_ids), INBOX_CHANNEL)
             return
 
         async def mark_and_forget(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])",
-                list(update_ids),
-            )
+            await db.execute(MARK_DONE, list(update_ids), INBOX_CHANNEL)
             await db.execute("DELETE FROM inbox WHERE done AND received_at < $1", forget_before)
 
         await self.database.transaction(mark_and_forget)
