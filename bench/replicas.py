@@ -35,8 +35,8 @@ from pathlib import Path
 
 from tests.fakes import FakeOpenAI, FakeTelegram, Reply
 from tests.harness import TOKEN
-from tests.real.replicas import Balancer
-from tests.test_webhook import WebhookBot, free_port, healthy
+from tests.real.replicas import Balancer, ready
+from tests.test_webhook import WebhookBot, free_port
 
 from .engine import postgres_server
 from .rig import cpu_seconds
@@ -92,7 +92,7 @@ async def fleet(
     try:
         for bot in bots:
             await bot.spawn()
-        await asyncio.gather(*(healthy(bot) for bot in bots))
+        await asyncio.gather(*(ready(bot) for bot in bots))
         yield Fleet(bots, balancer, time.monotonic() - started)
     finally:
         for bot in bots:

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes import FakeOpenAI, FakeTelegram
-from tests.test_webhook import WebhookBot, free_port, healthy
+from tests.test_webhook import WebhookBot, eventually_async, free_port
 
 FORWARDED = ("X-Telegram-Bot-Api-Secret-Token", "Content-Type")
 
@@ -121,6 +121,18 @@ class Replica(WebhookBot):
         self.log_path = tmp_path / f"{name}.log"
 
 
+async def ready(bot: WebhookBot, within: float = 120.0) -> None:
+    """Waits until the bot's /healthz says 200 (a slow, shared machine: a generous bound)."""
+
+    async def probe() -> int:
+        try:
+            return (await bot.health())[0]
+        except aiohttp.ClientError:
+            return 0  # not listening yet
+
+    await eventually_async(probe, lambda status: status == 200, within)
+
+
 async def start_replicas(
     tg: FakeTelegram, ai: FakeOpenAI, tmp_path: Path, dsn: str, count: int = 2, **env: str
 ) -> tuple[list[Replica], Balancer]:
@@ -136,5 +148,5 @@ async def start_replicas(
     for replica in replicas:
         await replica.spawn()
     await tg.wait_for("setWebhook", count=calls + count, timeout=90)
-    await asyncio.gather(*(healthy(replica) for replica in replicas))
+    await asyncio.gather(*(ready(replica) for replica in replicas))
     return replicas, balancer
