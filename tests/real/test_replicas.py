@@ -7,6 +7,7 @@ nothing acknowledged lost when a replica is killed, /stop reaching the replica t
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -200,3 +201,28 @@ async def eventually_rows(
         if until(rows) or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.05)
+
+
+async def test_a_replica_stopped_with_sigterm_hands_its_queued_messages_to_the_other(
+    replicas: Start, tg: FakeTelegram, ai: FakeOpenAI, pg_dsn: str
+) -> None:
+    bots, balancer = await replicas(SHUTDOWN_GRACE="1")
+    ai.enqueue(Reply(LONG, chunk_chars=5, delay_per_chunk=0.1))
+    balancer.choose = lambda update: 0
+    tg.send_text(ALICE, "a long one", user_id=ALICE)
+    await tg.wait_for("sendMessageDraft", count=3, timeout=120)
+    queued = tg.send_text(ALICE, "queued behind it", user_id=ALICE)
+    await tg.webhook.deliveries.wait_for(lambda d: d.update_id == queued["update_id"], 1, 120)
+    assert balancer.replicas_of(queued["update_id"]) == [0]  # kept by replica 0, not started
+    leaving = bots[0].proc
+    assert leaving is not None
+    leaving.send_signal(signal.SIGTERM)
+    assert await bots[0].wait() == 0
+    await tg.wait_for(
+        "sendMessage", lambda c: tg.visible_text(c) == "Echo: queued behind it", timeout=120
+    )
+    partial, restarting, answer = texts(tg, ALICE)
+    assert LONG.startswith(partial) and "restarting" in restarting
+    assert answer == "Echo: queued behind it"
+    assert "a dead replica left unhandled are handled now" in bots[1].log
+    assert [r.last_user_text for r in ai.requests] == ["a long one", "queued behind it"]
