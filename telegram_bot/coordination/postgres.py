@@ -178,10 +178,15 @@ class Replica:
     # -- heartbeat and notifications -------------------------------------------------------
 
     async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
         while True:
             await asyncio.sleep(self.lease / HEARTBEATS_PER_LEASE)
+            if loop.time() - renewed > self.lease:
+                self._fence(loop.time() - renewed)
             try:
                 await self.database.execute(HEARTBEAT, self.id, self.lease)
+                renewed = loop.time()
                 self._beats += 1
                 if self._beats % PRUNE_EVERY == 0:
                     await self.database.execute(PRUNE)
@@ -195,6 +200,20 @@ class Replica:
             if self._failing:
                 log.info("Replica %s: heartbeat back", self.id)
                 self._failing = False
+
+    def _fence(self, silent: float) -> None:
+        """This replica's lease ran out (the database unreachable, or the process frozen): the
+        others may be taking over its chats, so the replies it writes are cut short here (each
+        delivered and stored as partial, where the database allows) rather than written twice."""
+        if count := self.local.interrupt_local():
+            log.error(
+                "Replica %s: no heartbeat for %.0f s (REPLICA_LEASE_SECONDS %.0f): other "
+                "replicas may take over; %d replies cut short",
+                self.id,
+                silent,
+                self.lease,
+                count,
+            )
 
     async def _listen(self) -> None:
         old, self._listener = self._listener, None

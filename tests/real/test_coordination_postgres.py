@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -152,3 +153,14 @@ async def test_a_dead_replicas_pending_updates_are_taken_over_once(pg_dsn: str) 
             assert await store_b.inbox_pending() == [], "taken once, by replica B"
         finally:
             await store_b.close()
+
+
+async def test_a_replica_frozen_past_its_lease_cuts_its_replies_short(pg_dsn: str) -> None:
+    async with replica(pg_dsn) as (a, _):
+        cut: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        await a.replies.begin(CHAT, 7, lambda status, _notice: cut.set_result(status))
+        # The whole process frozen past its lease (no heartbeat): others may take over.
+        time.sleep(LEASE * 1.5)  # noqa: ASYNC251 - freezing the event loop is the point
+        async with asyncio.timeout(30):
+            assert await cut == Status.PARTIAL, "not written twice: cut short here"
+        await a.replies.end(CHAT)
