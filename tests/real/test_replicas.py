@@ -123,7 +123,7 @@ async def test_a_message_delivered_again_to_the_other_replica_is_answered_once(
 async def test_killing_the_replica_writing_an_answer_loses_nothing(
     replicas: Start, tg: FakeTelegram, ai: FakeOpenAI, pg_dsn: str
 ) -> None:
-    bots, balancer = await replicas(REPLICA_LEASE_SECONDS="4")
+    bots, balancer = await replicas(REPLICA_LEASE_SECONDS="6")
     ai.enqueue(Reply(LONG, chunk_chars=5, delay_per_chunk=0.1))
     balancer.choose = lambda update: 0
     tg.send_text(ALICE, "a long question", user_id=ALICE)
