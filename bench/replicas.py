@@ -3,6 +3,7 @@ on PostgreSQL behind a load balancer; and how long a replica's death keeps a mes
 
     python -m bench.replicas --postgres auto --rounds 3
     python -m bench.replicas --postgres postgresql://postgres@127.0.0.1:5432/postgres
+    python -m bench.replicas --only sqlite,postgres --bot-tree /tmp/base  # another tree's bot
 
 The fake Bot API and the fake OpenAI server run in this process (as in the tests) and deliver
 webhooks as Telegram does (a chat's next update after the previous call's 200), through the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -139,17 +141,21 @@ async def death_to_answer(tg: FakeTelegram, ai: FakeOpenAI, fleet: Fleet) -> flo
     return time.monotonic() - killed
 
 
-async def one_round(admin_url: str, chats: int, messages: int, lease: str, root: Path) -> list[Run]:
+CONFIGS = {
+    "sqlite": ("SQLite, 1 process", 1, False),
+    "postgres": ("PostgreSQL, 1 process", 1, True),
+    "replicas": ("PostgreSQL, 2 replicas", 2, True),
+}
+
+
+async def one_round(
+    admin_url: str, chats: int, messages: int, lease: str, root: Path, only: list[str]
+) -> list[Run]:
     from tests.real.postgres import PostgresServer, fresh_database
 
     server = PostgresServer(dsn=admin_url, origin="bench")
     runs: list[Run] = []
-    configs = [
-        ("SQLite, 1 process", 1, False),
-        ("PostgreSQL, 1 process", 1, True),
-        ("PostgreSQL, 2 replicas", 2, True),
-    ]
-    for name, count, postgres in configs:
+    for name, count, postgres in (CONFIGS[key] for key in only):
         async with contextlib.AsyncExitStack() as stack:
             tg = await stack.enter_async_context(FakeTelegram(token=TOKEN))
             ai = await stack.enter_async_context(FakeOpenAI())
@@ -185,13 +191,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lease", default="10", help="REPLICA_LEASE_SECONDS of the replicas")
+    parser.add_argument("--only", default=",".join(CONFIGS), help="of: " + ", ".join(CONFIGS))
+    parser.add_argument(
+        "--bot-tree",
+        type=Path,
+        default=None,
+        help="run the bot processes from another checkout (e.g. main), to compare",
+    )
     args = parser.parse_args(argv)
+    only = [key.strip() for key in args.only.split(",") if key.strip()]
+    if args.bot_tree is not None:  # the bots import telegram_bot from there, not from here
+        os.environ["PYTHONPATH"] = str(args.bot_tree.resolve())
     by_config: dict[str, list[Run]] = {}
     with postgres_server(args.postgres) as admin_url, tempfile.TemporaryDirectory() as tmp:
         for number in range(1, args.rounds + 1):
             print(f"round {number}/{args.rounds}", flush=True)
             runs = asyncio.run(
-                one_round(admin_url, args.chats, args.messages, args.lease, Path(tmp))
+                one_round(admin_url, args.chats, args.messages, args.lease, Path(tmp), only)
             )
             for run in runs:
                 by_config.setdefault(run.config, []).append(run)
