@@ -102,7 +102,8 @@ class Inbox:
         self._pruned = 0.0
         # Replicas: the chat's earlier pending updates, whoever kept them (None: one process).
         self.order: Callable[[ChatKey, int], Awaitable[list[int]]] | None = None
-        self.changes: Callable[[ChatKey], asyncio.Event] | None = None  # set when they may have
+        # ... and an event set when they may have changed (marked done: a NOTIFY).
+        self.changes: Callable[[ChatKey], asyncio.Event] | None = None
         self.done_delay = DONE_FLUSH_SECONDS
         self._admitted: set[int] = set()  # came through the inbox, not yet done
         self._passed: set[int] = set()  # their turn came (`wait_turn`), not yet done
@@ -188,8 +189,9 @@ class Inbox:
     async def wait_turn(self, chat: ChatKey, update: object) -> None:
         """Replicas: returns once every earlier update of `chat` in the inbox has been handled,
         by whichever replica, or has had its turn here (then this process's own chat lock keeps
-        the order). Waits at most ORDER_WAIT_MAX seconds, for an update stuck on a live replica
-        (a reply that long is not a reply); a replica that died is taken over sooner (`adopt`)."""
+        the order). Waits at most ORDER_WAIT_MAX seconds for an update stuck on a live replica
+        (then the chat's turn still keeps its replies one at a time, only their order may
+        change); a replica that died is taken over much sooner (`adopt`)."""
         if self.order is None or not isinstance(update, Update):
             return
         update_id = update.update_id
