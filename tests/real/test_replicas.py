@@ -18,6 +18,7 @@ import pytest
 
 from tests.fakes import FakeOpenAI, FakeTelegram, Reply
 from tests.real.replicas import Balancer, Replica, start_replicas
+from tests.test_groups import say, sent
 from tests.test_private_chat import ALICE, BOB, final_messages
 from tests.test_process import LONG
 from tests.test_webhook import SECRET, post
@@ -226,3 +227,20 @@ async def test_a_replica_stopped_with_sigterm_hands_its_queued_messages_to_the_o
     assert answer == "Echo: queued behind it"
     assert "a dead replica left unhandled are handled now" in bots[1].log
     assert [r.last_user_text for r in ai.requests] == ["a long one", "queued behind it"]
+
+
+async def test_a_burst_over_the_rate_limit_gets_one_refusal_in_a_group_across_replicas(
+    replicas: Start, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    _, balancer = await replicas(RATE_LIMIT_PER_MINUTE="1")
+    ai.enqueue("Alice's answer.")
+    for n in range(6):  # spread over both replicas by the balancer
+        say(tg, ALICE, f"@test_bot question {n}")
+    ai.enqueue("Bob's answer.")
+    say(tg, BOB, "@test_bot and me?")  # after Alice's burst, in the group's order
+    await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == "Bob's answer.", timeout=120)
+    said = [tg.visible_text(c) for c in sent(tg)]
+    assert said[0] == "Alice's answer." and said[-1] == "Bob's answer."
+    refusals = [text for text in said if "a minute" in text]
+    assert len(refusals) == 1, f"one refusal for the burst across replicas, not {said}"
+    assert len({routed.replica for routed in balancer.routed}) == 2
