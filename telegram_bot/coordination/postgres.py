@@ -192,7 +192,8 @@ class Replica:
                     await self.database.execute(PRUNE)
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
-            except DatabaseUnavailable as exc:  # one line per outage, not per beat
+            except Exception as exc:  # whatever the database says, the heartbeat goes on;
+                # one line per outage, not per beat
                 if not self._failing:
                     log.warning("Replica %s: heartbeat failed (%s); retrying", self.id, exc)
                 self._failing = True
