@@ -77,10 +77,14 @@ def texts(tg: FakeTelegram, chat_id: int) -> list[str]:
     return [tg.visible_text(call) for call in final_messages(tg, chat_id)]
 
 
+@pytest.mark.parametrize("pgbouncer", [False, True], ids=["direct", "pgbouncer-mode"])
 async def test_a_chat_is_answered_in_order_and_each_replica_sees_the_others_history(
-    replicas: Start, tg: FakeTelegram, ai: FakeOpenAI, pg_dsn: str
+    replicas: Start, tg: FakeTelegram, ai: FakeOpenAI, pg_dsn: str, pgbouncer: bool
 ) -> None:
-    _, balancer = await replicas()
+    # PgBouncer's transaction mode as the bot sees it: no prepared statements on the pool,
+    # LISTEN on its own URL (here the same server; behind PgBouncer, PostgreSQL itself).
+    env = {"DATABASE_PGBOUNCER": "true", "DATABASE_LISTEN_URL": pg_dsn} if pgbouncer else {}
+    bots, balancer = await replicas(**env)
     # The first answer is slow: the next messages reach the other replica while it is written.
     ai.enqueue(Reply("The first answer, written slowly.", chunk_chars=3, delay_per_chunk=0.05))
     questions = [f"message {i}" for i in range(1, 7)]
@@ -95,6 +99,7 @@ async def test_a_chat_is_answered_in_order_and_each_replica_sees_the_others_hist
         contents = [str(message.get("content")) for message in request.messages]
         assert before in contents and answered in contents, contents
     assert await settled(pg_dsn, 6) == list(zip(questions, answers, strict=True))
+    assert all(("PgBouncer mode" in bot.log) is pgbouncer for bot in bots)
 
 
 async def test_a_message_delivered_again_to_the_other_replica_is_answered_once(
