@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     secrets = [settings.telegram_bot_token, settings.openai_api_key]
-    for url in (settings.database_url, args.to or ""):
+    for url in (settings.database_url, settings.database_listen_url, args.to or ""):
         secrets += database_url_secrets(url)
     setup_logging(settings.log_level, secrets)
     if migrating:

@@ -194,6 +194,11 @@ class Settings:
     database_pool_size: int = _setting("DATABASE_POOL_SIZE", _int(1, 1000), 10)
     # PgBouncer in transaction mode between the bot and PostgreSQL: no prepared statements.
     database_pgbouncer: bool = _setting("DATABASE_PGBOUNCER", _bool, False)
+    # Several replicas on one PostgreSQL (issue 15): LISTEN needs a session of its own; behind
+    # PgBouncer in transaction mode, point this straight at PostgreSQL. Unset: DATABASE_URL.
+    database_listen_url: str = _setting("DATABASE_LISTEN_URL", parse_database_url, "", repr=False)
+    # A replica silent this long is dead: its chats and pending updates are taken over.
+    replica_lease_seconds: float = _setting("REPLICA_LEASE_SECONDS", _float(1.0), 10.0)
 
     # --- Process life: webhook mode, the durable inbox (issues 15 and 16) --------------------
     # WEBHOOK_URL set: Telegram posts updates to it (served on WEBHOOK_LISTEN:WEBHOOK_PORT at

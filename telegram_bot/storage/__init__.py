@@ -9,8 +9,9 @@ message's hot path is four of them (`add_user_turn`, `get_persona`, `backlog`, `
 
 The inbox (`inbox_add`, `inbox_done`, `inbox_pending`) keeps every raw update from before
 Telegram is told it arrived until it has been handled, so a crash loses nothing acknowledged.
-It is shaped for replicas too: adding says which updates are new (the caller's to handle),
-and a backend for several processes can lease those to the process that added them.
+It is shaped for replicas too: adding says which updates are new (the caller's to handle);
+on PostgreSQL each is owned by the replica that added it, and a dead replica's are handed to
+a live one by `inbox_pending`.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ class Store(Protocol):
 
     async def inbox_pending(self) -> list[InboxUpdate]:
         """The updates kept but not handled (what a crash left undone), in update_id order,
-        which is the order Telegram sent them in."""
+        which is the order Telegram sent them in. With several replicas (PostgreSQL) only
+        those no live replica owns, and they become the caller's (p007)."""
 
 
 def open_store(settings: Settings) -> Store:

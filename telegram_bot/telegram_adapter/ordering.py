@@ -77,6 +77,8 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         if key is None:
             await coroutine
         else:
+            if inbox is not None:
+                await inbox.wait_turn(key, update)  # replicas: the chat's earlier updates first
             async with self._chats.hold(key), self._slots:
                 if inbox is not None and inbox.draining:
                     _discard(coroutine)  # pending in the inbox: handled after the restart

@@ -44,7 +44,7 @@ async def answer(
         except BotError as exc:
             if isinstance(exc, ModelError):
                 log.warning("chat=%s model error: %s", key, type(exc).__name__)
-            if not _said_recently(update, context, exc):
+            if not await _said_recently(update, context, exc):
                 await sink.send_notice(exc.describe())
     except ChatUnavailable as exc:  # from the answer or from the notice
         log.info("chat=%s cannot receive messages (%s); marking it inactive", key, exc)
@@ -60,7 +60,7 @@ async def answer(
         await sink.close()
 
 
-def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
+async def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
     """In a group, a refusal (a usage limit, a message too long) is said to each user at most
     once per REFUSAL_INTERVAL, as the allowlist's are, so a burst of mentions cannot become a
     burst of refusals. The engine refuses and logs every one; how often a chat is told is the
@@ -74,7 +74,7 @@ def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
     message = update.effective_message
     as_chat = message is not None and message.sender_chat is not None
     user = None if as_chat or update.effective_user is None else update.effective_user.id
-    if context.services.guard.refusals.should_answer(("refusal", chat.id, user)):
+    if await context.services.guard.refusals.answer_now(("refusal", chat.id, user)):
         return False
     log.debug("chat=%s user=%s refused again (%s); not saying it again", chat.id, user, exc)
     return True
