@@ -78,6 +78,14 @@ class EmptyCompletion(ModelError):
     """The model returned an empty answer. Please rephrase or try again."""
 
 
+class ThoughtTooLong(ModelError):
+    """The model used its whole output limit thinking and wrote no answer. Please try again, or ask for less at once."""
+
+
+class NothingToContinue(BotError):
+    """Nothing to continue: my last answer here is complete."""
+
+
 class InputTooLong(BotError):
     """That message is too long for me to read. Please shorten it."""
 

@@ -260,6 +260,16 @@ async def p006_inbox(db: asyncpg.Connection) -> None:
     )
 
 
+async def p009_reasoning_tokens(db: asyncpg.Connection) -> None:
+    """SQLite's m012: how many of the completion tokens a reasoning model spent thinking.
+
+    The thought is never stored or shown as the reply, but it is billed as output:
+    `completion_tokens` counts it already, this column says how much of it was thought, so
+    /usage can show why a short answer cost many tokens. Earlier rows: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     p001_schema,
     p002_recall,
@@ -267,6 +277,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     p004_media,
     p005_undelivered_replies,
     p006_inbox,
+    p009_reasoning_tokens,  # p007, p008 are other branches'; the lead merges them in order
 )
 
 
