@@ -79,7 +79,7 @@ class EmptyCompletion(ModelError):
 
 
 class ThoughtTooLong(ModelError):
-    """The model used its whole output limit thinking and wrote no answer. Please try again, or ask for less at once."""
+    """The model spent its whole output limit thinking and wrote no answer. Please try again."""
 
 
 class NothingToContinue(BotError):

@@ -37,14 +37,25 @@ def continuable(turn: Turn) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Continuation:
-    """The answer so far, which the model is asked to continue."""
+    """The answer so far, which the model is asked to continue; `shown` is what of it the
+    model reads (all of it, or its end when it would take too much of a small window)."""
 
     text: str
+    shown: str = ""
+
+    @classmethod
+    def of(cls, text: str, max_tokens: int, model: str) -> Continuation:
+        """Continues `text`, showing the model at most about `max_tokens` of its end."""
+        cost = tokens.count_text(text, model)
+        if cost <= max_tokens:
+            return cls(text, text)
+        keep = max(1, len(text) * max_tokens // max(cost, 1) - 1)
+        return cls(text, "…" + text[-keep:])
 
     def messages(self) -> list[dict[str, str]]:
         """What follows the question in the prompt: the answer so far, then the request."""
         return [
-            {"role": Role.ASSISTANT.value, "content": self.text},
+            {"role": Role.ASSISTANT.value, "content": self.shown or self.text},
             {"role": Role.USER.value, "content": INSTRUCTION},
         ]
 

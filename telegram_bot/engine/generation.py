@@ -163,7 +163,13 @@ class ReplyWriter:
             completion = await self._stoppable(
                 incoming,
                 lambda: self._ask(
-                    incoming, persona, user_turn_id, (on_text, on_thought), progress, question, media
+                    incoming,
+                    persona,
+                    user_turn_id,
+                    (on_text, on_thought),
+                    progress,
+                    question,
+                    media,
                 ),
                 request,
             )

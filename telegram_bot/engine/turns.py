@@ -7,6 +7,9 @@ from typing import Protocol
 
 from ..models import Attachment, Author, ChatKey, MessageKind, Status, Usage
 
+# Below an answer that reached the output limit (`Reply.at_limit`).
+AT_LIMIT = "The answer reached the length limit. Send /continue for the rest."
+
 
 class ReplySink(Protocol):
     """Where a reply goes: a Telegram chat, a terminal, a test."""

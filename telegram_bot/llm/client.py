@@ -309,7 +309,7 @@ def _usage(raw: Any, call: _Call, text: str, model: str, thought: str = "") -> t
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
         details = raw.get("completion_tokens_details")
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-        if reasoning is None and thought:  # a server that does not split them out
+        if not reasoning and thought:  # a server that does not count them apart
             reasoning = tokens.count_text(thought, model)
         usage = Usage(
             int(raw["prompt_tokens"]),

@@ -52,10 +52,7 @@ class ThoughtSplitter:
                     text = text.lstrip()
                 self._answer.append(text)
                 return
-            if self._inside:
-                text = self._in_thought(text)
-            else:
-                text = self._before_thought(text)
+            text = self._in_thought(text) if self._inside else self._before_thought(text)
 
     def finish(self) -> None:
         """The stream ended: a held tail is text after all (an unclosed thought stays one)."""
