@@ -54,7 +54,7 @@ async def test_an_answer_cut_at_the_limit_says_so_and_continue_delivers_the_rest
         assert "Continue" in asked[3]["content"] and "repeat" in asked[3]["content"]
 
         # Stored as one answer: the model later sees one assistant turn with both halves.
-        [(whole, status)] = await eventually(
+        [(whole, _)] = await eventually(
             lambda: live_answers(db), lambda rows: rows and rows[0][1] == "complete"
         )
         assert whole == stored + REST
@@ -109,13 +109,11 @@ async def test_the_continue_button_goes_on_and_goes_away(
         [[button]] = line.params["reply_markup"]["inline_keyboard"]
         assert button["text"] == "▶ Continue"
         tg.send_callback(ALICE, line.result["message_id"], button["callback_data"])
-        [rest] = await tg.wait_for(
-            "sendMessage", lambda c: tg.visible_text(c) == REST and not c.failed
-        )
+        await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == REST and not c.failed)
         [removed] = await tg.wait_for("editMessageReplyMarkup")
         assert removed.params["message_id"] == line.result["message_id"]
         assert not removed.params.get("reply_markup"), "pressed once, the button goes"
-        [(whole, status)] = await eventually(
+        [(whole, _)] = await eventually(
             lambda: live_answers(db), lambda rows: rows and rows[0][1] == "complete"
         )
         assert whole == tg.visible_text(cut) + REST
@@ -136,7 +134,7 @@ async def test_a_continuation_cut_again_can_be_continued_again(
         assert ai.requests[2].messages[2]["content"] == (
             tg.visible_text(first) + tg.visible_text(second)
         ), "the second continuation goes on from both parts"
-        [(whole, status)] = await eventually(
+        [(whole, _)] = await eventually(
             lambda: live_answers(db), lambda rows: rows and rows[0][1] == "complete"
         )
         assert whole == tg.visible_text(first) + tg.visible_text(second) + REST
@@ -176,7 +174,7 @@ async def test_stopping_a_continuation_keeps_both_parts(
         await tg.wait_for("sendMessageDraft", lambda c: "more" in tg.visible_text(c))
         partial, confirmation = await ask(tg, ALICE, "/stop", replies=2)
         assert tg.visible_text(confirmation) == "Stopped."
-        [(whole, status)] = await eventually(
+        [(whole, _)] = await eventually(
             lambda: live_answers(db), lambda rows: rows and rows[0][1] == "stopped"
         )
         assert whole.rstrip() == tg.visible_text(cut) + tg.visible_text(partial)

@@ -1,11 +1,15 @@
-"""The thought/answer splitter of reasoning models' content (llm/reasoning.py)."""
+"""Pure parts of reasoning models and /continue: the thought/answer splitter
+(llm/reasoning.py), the thought quoted above the answer (render/thought.py), and joining a
+continuation to the answer it continues (engine/continuation.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from telegram_bot.engine.continuation import Continuation
 from telegram_bot.llm.reasoning import ThoughtSplitter, split_thought
+from telegram_bot.telegram_adapter.render import render, utf16_len, with_thought
 
 
 def fed(*deltas: str) -> ThoughtSplitter:
@@ -69,3 +73,49 @@ def test_any_chunking_gives_the_same_split(thought: str, answer: str, cuts: list
     deltas = [content[a:b] for a, b in zip([0, *points], [*points, len(content)], strict=True)]
     splitter = fed(*deltas)
     assert (splitter.answer, splitter.thought) == (answer.lstrip(), thought.strip())
+
+
+# -- the thought above the answer (SHOW_REASONING=collapsed) ------------------------------------
+
+
+def test_a_thought_goes_above_the_answer_in_its_first_message() -> None:
+    [part] = with_thought(render("It is **4**."), "Two and two.", 4096)
+    assert part.text == "Two and two.\n\nIt is 4."
+    assert [(e["type"], e["offset"], e["length"]) for e in part.entities] == [
+        ("expandable_blockquote", 0, 12),
+        ("bold", 20, 1),
+    ]
+
+
+def test_a_thought_beside_a_full_first_message_gets_its_own() -> None:
+    answer = render("word " * 900)  # fills the first message
+    parts = with_thought(answer, "a long thought " * 400, 4096)
+    assert len(parts) == len(answer) + 1 and parts[1:] == answer
+    quote = parts[0]
+    assert utf16_len(quote.text) <= 4096 and quote.text.startswith("…")
+    assert quote.entities == ({"type": "expandable_blockquote", "offset": 0, "length": 4096},)
+
+
+# -- /continue: joining the halves --------------------------------------------------------------
+
+
+def test_a_continuation_joins_where_the_answer_stopped() -> None:
+    cut = Continuation("The quick brown fox jumps ov")
+    assert cut.join("er the lazy dog.") == (
+        "er the lazy dog.",
+        "The quick brown fox jumps over the lazy dog.",
+    )
+
+
+def test_a_continuation_that_repeats_the_end_has_the_repetition_dropped() -> None:
+    cut = Continuation("The quick brown fox jumps ov")
+    shown, whole = cut.join("fox jumps over the lazy dog.")
+    assert whole == "The quick brown fox jumps over the lazy dog." and shown == "er the lazy dog."
+    assert cut.join("a cat")[1] == "The quick brown fox jumps ova cat", "short overlaps are text"
+
+
+def test_the_model_reads_the_end_of_an_answer_too_long_for_a_small_window() -> None:
+    text = "".join(f"line {n}\n" for n in range(400))
+    cut = Continuation.of(text, 100, "gpt-4o-mini")
+    assert cut.text == text and cut.shown.startswith("…") and text.endswith(cut.shown[1:])
+    assert cut.cost("gpt-4o-mini") < 200
