@@ -147,7 +147,7 @@ class ReplyWriter:
             sink.thinking(thought)
 
         def finish(text: str, status: Status) -> Awaitable[Reply]:
-            usage = self._estimate(progress.prompt_tokens, text + progress.thought)
+            usage = self._estimate(progress.prompt_tokens, text, progress.thought)
             return self._finish(
                 incoming,
                 text,
@@ -305,9 +305,11 @@ class ReplyWriter:
             deadline.cancel()
             await self.replies.end(incoming.chat)
 
-    def _estimate(self, prompt_tokens: int, text: str) -> Usage:
+    def _estimate(self, prompt_tokens: int, text: str, thought: str = "") -> Usage:
         """Tokens of a call that ended early (the server's count never arrived)."""
-        return Usage(prompt_tokens, tokens.count_text(text, self.settings.openai_model))
+        model = self.settings.openai_model
+        thinking = tokens.count_text(thought, model) if thought else 0
+        return Usage(prompt_tokens, tokens.count_text(text, model) + thinking, thinking)
 
     async def _finish(
         self,
