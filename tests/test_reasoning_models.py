@@ -123,3 +123,23 @@ async def test_without_streaming_the_thought_is_left_out_too(
         assert "four" not in str(ai.requests[1].messages)
     finally:
         await bot.stop()
+
+
+async def test_stop_while_the_model_thinks_turns_thinking_into_stopped(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    bot = await bot_factory(stop_button=True).start()
+    try:
+        ai.enqueue(Reply(ANSWER, reasoning=THOUGHT * 20, chunk_chars=4, delay_per_chunk=0.2))
+        tg.send_text(ALICE, "what is 2+2?", user_id=ALICE)
+        [placeholder] = await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == THINKING)
+        [[button]] = placeholder.params["reply_markup"]["inline_keyboard"]
+        assert button["text"] == "⏹ Stop", "thinking can be stopped like writing"
+        tg.send_command(ALICE, "/stop", user_id=ALICE)
+        [edit] = await tg.wait_for("editMessageText", lambda c: tg.visible_text(c) == "Stopped.")
+        assert edit.params["message_id"] == placeholder.result["message_id"]
+        assert not edit.params.get("reply_markup")
+        assert [c for c in tg.calls_to("sendMessage") if not c.failed] == [placeholder]
+        assert db("SELECT text FROM messages WHERE role = 'assistant'") == []
+    finally:
+        await bot.stop()
