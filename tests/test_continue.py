@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from telegram_bot.errors import NotYourQuestion
 from tests.databases import every_backend
 from tests.fakes import FakeOpenAI, FakeTelegram, Reply
 from tests.harness import RunningBot, eventually
+from tests.test_groups import BOB, GROUP, replies, say
 from tests.test_private_chat import ALICE, ask
 from tests.test_stop_retry import CUT_SHORT
 
@@ -178,5 +180,30 @@ async def test_stopping_a_continuation_keeps_both_parts(
             lambda: live_answers(db), lambda rows: rows and rows[0][1] == "stopped"
         )
         assert whole.rstrip() == tg.visible_text(cut) + tg.visible_text(partial)
+    finally:
+        await bot.stop()
+
+
+async def test_in_a_group_only_the_asker_continues_with_the_button(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    bot = await bot_factory(max_output_tokens=32).start()
+    try:
+        ai.enqueue(LISTING, REST)
+        say(tg, ALICE, "@test_bot list everything")
+        cut, line = await replies(tg, 2)
+        assert tg.visible_text(line) == AT_LIMIT
+        [[button]] = line.params["reply_markup"]["inline_keyboard"]
+        tg.send_callback(GROUP, line.result["message_id"], button["callback_data"], user_id=BOB)
+        [*_, refusal] = await replies(tg, 3)
+        assert tg.visible_text(refusal) == NotYourQuestion.user_message()
+        assert len(ai.requests) == 1
+        say(tg, ALICE, "/continue")
+        [*_, rest] = await replies(tg, 4)
+        assert tg.visible_text(rest) == REST
+        [(whole, _)] = await eventually(
+            lambda: live_answers(db), lambda rows: rows and rows[0][1] == "complete"
+        )
+        assert whole == tg.visible_text(cut) + REST
     finally:
         await bot.stop()
