@@ -48,9 +48,7 @@ class StreamReader:
             log.warning("The model server sent a delta whose content is not text: %.80r", content)
             raise ModelError()  # the caller keeps the text so far, as for a broken stream
         if content:
-            before = len(self.content.thought)
-            self.content.feed(content)
-            if len(self.content.thought) != before:
+            if self.content.feed(content):
                 self._thought_changed()
             self._answer_changed()
         if choice.get("finish_reason"):

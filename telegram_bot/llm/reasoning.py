@@ -28,6 +28,7 @@ class ThoughtSplitter:
         self._held = ""  # a tail that may be the start of a tag
         self._inside = False  # within an opened <think>
         self._done = False  # a thought block has closed: no more tags are special
+        self._started = False  # the answer has text that is not whitespace
 
     @property
     def answer(self) -> str:
@@ -42,22 +43,33 @@ class ThoughtSplitter:
         """True while the model is inside its thought (as far as the content tells)."""
         return self._inside
 
-    def feed(self, delta: str) -> None:
+    def feed(self, delta: str) -> bool:
+        """Takes the next content delta; True when it added to the thought."""
+        thought = len(self._thought)
         text = self._held + delta
         self._held = ""
         while text:
             if self._done:
-                if not "".join(self._answer).strip():  # the answer starts after the thought
+                if not self._started:  # the answer starts after the thought
                     self._answer.clear()
                     text = text.lstrip()
-                self._answer.append(text)
-                return
+                self._add_answer(text)
+                break
             text = self._in_thought(text) if self._inside else self._before_thought(text)
+        return len(self._thought) != thought
+
+    def _add_answer(self, text: str) -> None:
+        if text:
+            self._answer.append(text)
+            self._started = self._started or not text.isspace()
 
     def finish(self) -> None:
         """The stream ended: a held tail is text after all (an unclosed thought stays one)."""
         held, self._held = self._held, ""
-        (self._thought if self._inside else self._answer).append(held)
+        if self._inside:
+            self._thought.append(held)
+        else:
+            self._add_answer(held)
 
     def _in_thought(self, text: str) -> str:
         end = text.find(CLOSE)
@@ -73,9 +85,9 @@ class ThoughtSplitter:
     def _before_thought(self, text: str) -> str:
         """No thought yet: a leading <think> opens one; a lone </think> turns what came
         before it into thought (the template opened it); otherwise it is answer text."""
-        so_far = self.answer + text
-        if not so_far.strip() or OPEN.startswith(so_far.lstrip()[: len(OPEN)]):
-            start = so_far.lstrip()
+        so_far = text if self._started else self.answer + text
+        start = so_far.lstrip()
+        if not self._started and OPEN.startswith(start[: len(OPEN)]):
             if start.startswith(OPEN):
                 self._answer.clear()
                 self._inside = True
@@ -88,10 +100,10 @@ class ThoughtSplitter:
         if end >= 0:
             self._thought = [*self._answer, text[:end]]
             self._answer.clear()
-            self._done = True
+            self._done, self._started = True, False
             return text[end + len(CLOSE) :].lstrip()
         keep = _tag_prefix(text, CLOSE)
-        self._answer.append(text[: len(text) - keep])
+        self._add_answer(text[: len(text) - keep])
         self._held = text[len(text) - keep :]
         return ""
 
