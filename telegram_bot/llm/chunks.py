@@ -29,7 +29,6 @@ class StreamReader:
         self.reasoning: list[str] = []
         self.finish: str | None = None
         self.usage: Any = None
-        self._shown = ""
 
     def read(self, chunk: dict[str, Any]) -> None:
         if chunk.get("usage") is not None:
@@ -48,9 +47,11 @@ class StreamReader:
             log.warning("The model server sent a delta whose content is not text: %.80r", content)
             raise ModelError()  # the caller keeps the text so far, as for a broken stream
         if content:
-            if self.content.feed(content):
+            answer, thought = self.content.feed(content)
+            if thought:
                 self._thought_changed()
-            self._answer_changed()
+            if answer and self.on_text is not None:
+                self.on_text(self.content.answer)
         if choice.get("finish_reason"):
             self.finish = choice["finish_reason"]
 
@@ -63,12 +64,6 @@ class StreamReader:
         if self.finish is not None or self.usage is not None:
             self.content.finish()
         return self.content.answer
-
-    def _answer_changed(self) -> None:
-        answer = self.content.answer
-        if answer != self._shown and self.on_text is not None:
-            self._shown = answer
-            self.on_text(answer)
 
     def _thought_changed(self) -> None:
         if self.on_thought is not None:

@@ -29,6 +29,7 @@ class ThoughtSplitter:
         self._inside = False  # within an opened <think>
         self._done = False  # a thought block has closed: no more tags are special
         self._started = False  # the answer has text that is not whitespace
+        self._answer_edits = 0  # how often the answer changed (appended to, or taken back)
 
     @property
     def answer(self) -> str:
@@ -43,25 +44,34 @@ class ThoughtSplitter:
         """True while the model is inside its thought (as far as the content tells)."""
         return self._inside
 
-    def feed(self, delta: str) -> bool:
-        """Takes the next content delta; True when it added to the thought."""
-        thought = len(self._thought)
+    def feed(self, delta: str) -> tuple[bool, bool]:
+        """Takes the next content delta; says whether it changed (the answer, the thought)."""
+        if self._started and not self._held and "<" not in delta:  # most deltas: answer text
+            self._add_answer(delta)
+            return bool(delta), False
+        answer, thought = self._answer_edits, len(self._thought)
         text = self._held + delta
         self._held = ""
         while text:
             if self._done:
                 if not self._started:  # the answer starts after the thought
-                    self._answer.clear()
+                    self._clear_answer()
                     text = text.lstrip()
                 self._add_answer(text)
                 break
             text = self._in_thought(text) if self._inside else self._before_thought(text)
-        return len(self._thought) != thought
+        return self._answer_edits != answer, len(self._thought) != thought
 
     def _add_answer(self, text: str) -> None:
         if text:
             self._answer.append(text)
+            self._answer_edits += 1
             self._started = self._started or not text.isspace()
+
+    def _clear_answer(self) -> None:
+        if self._answer:
+            self._answer.clear()
+            self._answer_edits += 1
 
     def finish(self) -> None:
         """The stream ended: a held tail is text after all (an unclosed thought stays one)."""
@@ -89,17 +99,17 @@ class ThoughtSplitter:
         start = so_far.lstrip()
         if not self._started and OPEN.startswith(start[: len(OPEN)]):
             if start.startswith(OPEN):
-                self._answer.clear()
+                self._clear_answer()
                 self._inside = True
                 return start[len(OPEN) :]
             if OPEN.startswith(start):  # "<thi": wait for the rest
-                self._answer.clear()
+                self._clear_answer()
                 self._held = so_far
                 return ""
         end = text.find(CLOSE)
         if end >= 0:
             self._thought = [*self._answer, text[:end]]
-            self._answer.clear()
+            self._clear_answer()
             self._done, self._started = True, False
             return text[end + len(CLOSE) :].lstrip()
         keep = _tag_prefix(text, CLOSE)
