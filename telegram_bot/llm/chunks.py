@@ -47,10 +47,10 @@ class StreamReader:
             log.warning("The model server sent a delta whose content is not text: %.80r", content)
             raise ModelError()  # the caller keeps the text so far, as for a broken stream
         if content:
-            answer, thought = self.content.feed(content)
-            if thought:
+            answer_changed, thought_changed = self.content.feed(content)
+            if thought_changed:
                 self._thought_changed()
-            if answer and self.on_text is not None:
+            if answer_changed and self.on_text is not None:
                 self.on_text(self.content.answer)
         if choice.get("finish_reason"):
             self.finish = choice["finish_reason"]
