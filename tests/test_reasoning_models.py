@@ -135,6 +135,8 @@ async def test_stop_while_the_model_thinks_turns_thinking_into_stopped(
         [placeholder] = await tg.wait_for("sendMessage", lambda c: tg.visible_text(c) == THINKING)
         [[button]] = placeholder.params["reply_markup"]["inline_keyboard"]
         assert button["text"] == "⏹ Stop", "thinking can be stopped like writing"
+        # The line counts the seconds, so a long think is never a still screen.
+        await tg.wait_for("editMessageText", lambda c: tg.visible_text(c) == f"{THINKING} 1 s")
         tg.send_command(ALICE, "/stop", user_id=ALICE)
         [edit] = await tg.wait_for("editMessageText", lambda c: tg.visible_text(c) == "Stopped.")
         assert edit.params["message_id"] == placeholder.result["message_id"]

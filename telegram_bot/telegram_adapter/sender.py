@@ -115,6 +115,7 @@ class TelegramReply:
         self.markup = markup
         self.show_thought = show_thought
         self.thought = ""  # a reasoning model's, as `thinking` last reported it
+        self._thinking_since = 0.0
         self.use_drafts = private and bot.base_url not in TelegramReply.drafts_refused
         self.draft_id = next(_draft_ids)
         self.messages: list[Message] = []  # finished parts, plus the one being edited
@@ -151,9 +152,15 @@ class TelegramReply:
             self._pacer = asyncio.create_task(self._pace())
 
     def thinking(self, thought: str) -> None:
+        """No answer text yet: the preview says that the model thinks, and for how long (a
+        changing line also keeps a draft alive past Telegram's 30 s)."""
         self.thought = thought
-        if not self._latest:  # no answer text yet: say that the model thinks
-            self.partial(THINKING)
+        if self._latest and not self._latest.startswith(THINKING):
+            return
+        now = time.monotonic()
+        self._thinking_since = self._thinking_since or now
+        seconds = int(now - self._thinking_since)
+        self.partial(f"{THINKING} {seconds} s" if seconds else THINKING)
 
     @property
     def buttons(self) -> bool:
@@ -201,7 +208,8 @@ class TelegramReply:
         """A short plain line in the chat (errors, refusals), with `markup`'s buttons."""
         await self.close()
         self.undelivered = Undelivered(text, None)
-        if self._shown == [(THINKING, True)]:  # only "Thinking…" was shown: it becomes the line
+        if len(self._shown) == 1 and self._shown[0][0].startswith(THINKING):
+            # Only "Thinking…" was shown: it becomes the line (and loses its Stop button).
             await self._edit(0, Part(text), markup)
             self._shown[0] = (text, markup is not None)
             self.undelivered = None
