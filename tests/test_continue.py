@@ -207,3 +207,30 @@ async def test_in_a_group_only_the_asker_continues_with_the_button(
         assert whole == tg.visible_text(cut) + REST
     finally:
         await bot.stop()
+
+
+async def test_a_cut_answer_that_never_arrived_is_sent_first_then_continued(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    """m010's mark: the cut answer was stored but Telegram would not take it (an hour of
+    flood control). /continue sends it as it is first; the model goes on only after that."""
+    bot = await bot_factory(max_output_tokens=32).start()
+    try:
+        tg.fail("sendMessage", status=429, retry_after=3600, when=lambda p: p["chat_id"] == ALICE)
+        ai.enqueue(LISTING, REST)
+        tg.send_text(ALICE, "list everything", user_id=ALICE)
+        await tg.wait_for("sendMessage", lambda c: c.failed)
+        query = "SELECT text, status FROM messages WHERE role = 'assistant' AND undelivered"
+        [(cut, status)] = await eventually(lambda: db(query), bool)
+        assert status == "partial"
+        sent = await ask(tg, ALICE, "/continue")
+        assert tg.visible_text(sent[0]) == cut.strip()
+        assert len(ai.requests) == 1, "the stored answer is sent; the model is not asked"
+        [rest] = await ask(tg, ALICE, "/continue")
+        assert tg.visible_text(rest) == REST
+        [(whole, _)] = await eventually(
+            lambda: live_answers(db), lambda rows: rows and rows[0][1] == "complete"
+        )
+        assert whole == cut + REST
+    finally:
+        await bot.stop()
