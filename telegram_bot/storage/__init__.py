@@ -99,13 +99,16 @@ class Store(Protocol):
         completion_tokens: int,
         *,
         audio_seconds: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
 
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
         `audio_seconds` books a transcription (m008's `usage.audio_seconds`: speech-to-text is
         billed by the second); `usage_totals` and `top_chats` sum it into
-        `UsageTotals.audio_seconds`.
+        `UsageTotals.audio_seconds`. `reasoning_tokens` (m012) is how many of the completion
+        tokens a reasoning model spent thinking (`UsageTotals.reasoning_tokens`; `add_reply`
+        books its `turn.usage.reasoning_tokens` the same way).
         """
 
     async def add_reply(

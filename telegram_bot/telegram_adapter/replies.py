@@ -5,7 +5,9 @@ Shared by a message's answer and /retry: the engine writes into a sink (`sinks.p
 a log line (in a group, a refusal at most once per user per REFUSAL_INTERVAL); a chat that
 cannot receive messages is marked inactive; a group that became a supergroup mid-reply gets
 the answer in its new chat; an answer the Bot API would not take after the sender's retries
-(stored, marked undelivered) is announced with a /retry hint.
+(stored, marked undelivered) is announced with a /retry hint. An answer that reached the output
+limit gets one line below it saying how to get the rest (/continue, and a Continue button
+where the reply carries buttons).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import ChatMigrated, TelegramError
 
-from ..engine.turns import Reply
+from ..engine.turns import AT_LIMIT, Reply
 from ..errors import AnswerNotDelivered, BotError, InputTooLong, LimitReached, ModelError
 from ..models import ChatKey
 from .flood import is_transient
 from .migration import redeliver_after_migration
 from .sender import ChatUnavailable, TelegramReply
 from .services import Context
-from .sinks import answer_sink
+from .sinks import CONTINUE_MARKUP, answer_sink
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ async def answer(
     sink.start()
     try:
         try:
-            await produce(sink)
+            reply = await produce(sink)
+            if reply is not None and reply.at_limit:
+                await sink.send_notice(AT_LIMIT, CONTINUE_MARKUP if sink.buttons else None)
         except BotError as exc:
             if isinstance(exc, ModelError):
                 log.warning("chat=%s model error: %s", key, type(exc).__name__)

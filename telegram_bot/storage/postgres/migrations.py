@@ -317,6 +317,14 @@ async def p007_replicas(db: asyncpg.Connection) -> None:
         CREATE INDEX inbox_pending_chat ON inbox (chat_id, thread_id, update_id) WHERE NOT done;
         """
     )
+async def p009_reasoning_tokens(db: asyncpg.Connection) -> None:
+    """SQLite's m012: how many of the completion tokens a reasoning model spent thinking.
+
+    The thought is never stored or shown as the reply, but it is billed as output:
+    `completion_tokens` counts it already, this column says how much of it was thought, so
+    /usage can show why a short answer cost many tokens. Earlier rows: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -327,6 +335,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     p005_undelivered_replies,
     p006_inbox,
     p007_replicas,
+    p009_reasoning_tokens,  # p008 is another branch's; the lead merges them in order
 )
 
 
