@@ -317,6 +317,8 @@ async def p007_replicas(db: asyncpg.Connection) -> None:
         CREATE INDEX inbox_pending_chat ON inbox (chat_id, thread_id, update_id) WHERE NOT done;
         """
     )
+
+
 async def p009_reasoning_tokens(db: asyncpg.Connection) -> None:
     """SQLite's m012: how many of the completion tokens a reasoning model spent thinking.
 
