@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from .. import tokens
 from ..errors import (
     ContextTooLong,
     EmptyCompletion,
+    EmptyStream,
     ModelAuthError,
     ModelError,
     ModelNotFound,
@@ -35,6 +37,7 @@ from ..errors import (
     VisionRefused,
 )
 from ..models import Usage
+from .server_info import ServerInfo, count_prompt, probe
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
@@ -52,6 +55,23 @@ _CONTEXT_MARKERS = (
     "maximum context length",
     "context length",
     "too many tokens",
+    "exceeds the available context size",  # llama.cpp's llama-server
+    "exceed_context_size_error",
+    "exceed context window",  # llama-cpp-python's own ValueError
+)
+# Where overflow errors say the window and the prompt's size, as OpenAI, vLLM,
+# llama-cpp-python (non-streamed) and llama-server word them (docs/real-servers.md).
+_WINDOW_PATTERNS = (
+    re.compile(r"maximum context length is (\d+)"),
+    re.compile(r"available context size \((\d+) tokens\)"),
+    re.compile(r"context window of (\d+)"),
+)
+_PROMPT_PATTERNS = (
+    re.compile(r"\((\d+) in the messages"),
+    re.compile(r"messages resulted in (\d+) tokens"),
+    re.compile(r"request \((\d+) tokens\) exceeds"),
+    re.compile(r"your request has (\d+) input tokens"),
+    re.compile(r"requested tokens \((\d+)\) exceed"),
 )
 
 
@@ -71,6 +91,24 @@ class LLM:
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
         self.vision = VisionMemory()
+        self.server = ServerInfo()  # what the server says about itself (`probe_server`)
+
+    async def probe_server(self) -> ServerInfo:
+        """Asks the server for its context window and tokenizer (bounded, silent on failure)."""
+        self.server = await probe(self._settings)
+        return self.server
+
+    async def count_on_server(self, messages: Sequence[Message]) -> tuple[int, int] | None:
+        """Our count and the server tokenizer's of the same text, where it has a tokenizer."""
+        if self.server.tokenizer is None:
+            return None
+        counted = await count_prompt(self._settings, self.server.tokenizer, messages)
+        if counted is None:
+            return None
+        model = self._settings.openai_model
+        if counted.whole:
+            return tokens.count_messages(messages, model), counted.tokens
+        return tokens.count_text("\n".join(m["content"] for m in messages), model), counted.tokens
 
     def accepts_images(self, model: str | None = None) -> bool:
         """False once the model refused an image (until a restart)."""
@@ -159,7 +197,7 @@ class LLM:
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
-                result = await self._stream(call, model, max_tokens, on_text)
+                result = await self._stream_or_ask(call, model, max_tokens, on_text)
             else:
                 result = await self._complete(call, model, max_tokens)
             if not result.text.strip():
@@ -211,6 +249,35 @@ class LLM:
             if on_text is not None and result.text:
                 on_text(result.text)
             return result
+
+    async def _stream_or_ask(
+        self, call: _Call, model: str, max_tokens: int | None, on_text: OnText | None
+    ) -> Completion:
+        """Streams a call; a stream that ends with no text and no finish_reason is asked once
+        more without streaming, to learn why. llama-cpp-python answers a prompt past its
+        window so (an empty 200 stream), and its non-streamed error says the window and the
+        prompt's size (ContextTooLong with both); a server that answers that one is answered;
+        one that returns nothing again raises EmptyStream (taken as an overflow once)."""
+        try:
+            return await self._stream(call, model, max_tokens, on_text)
+        except _NoAnswer:
+            log.warning(
+                "The model server ended a stream with no answer and no finish_reason; "
+                "asking once without streaming"
+            )
+        retries = max(1, self._settings.openai_max_retries)  # the dead stream's connection
+        try:
+            result = await self._complete(call, model, max_tokens, retries)
+        except ContextTooLong:
+            raise
+        except ModelError as exc:
+            log.warning("The model server failed the same request unstreamed: %r", exc.__cause__)
+            raise
+        if not result.text.strip():
+            raise EmptyStream()
+        if on_text is not None:
+            on_text(result.text)
+        return result
 
     async def _complete(
         self, call: _Call, model: str, max_tokens: int | None, retries: int | None = None
@@ -283,9 +350,13 @@ class LLM:
         text = "".join(parts)
         if finish is None and raw_usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
-            raise ModelStreamInterrupted(text) if text else ModelUnavailable()
+            raise ModelStreamInterrupted(text) if text else _NoAnswer()
         usage, estimated = _usage(raw_usage, call, text, model)
         return Completion(text, usage, model, finish, estimated)
+
+
+class _NoAnswer(ModelUnavailable):
+    """Internal: a stream ended with no text and no finish_reason (none, or a dead one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +422,7 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
     if isinstance(exc, openai.APIStatusError):
         message = str(exc).lower()
         if exc.status_code in (400, 413) and any(m in message for m in _CONTEXT_MARKERS):
-            return ContextTooLong()
+            return overflow(exc.body, message)
         if exc.status_code >= 500:
             return ModelUnavailable()
         log.error("The model server rejected the request (HTTP %s): %s", exc.status_code, exc)
@@ -359,3 +430,24 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
     if isinstance(exc, openai.APIError):
         return ModelUnavailable()
     return ModelError()
+
+
+def overflow(body: Any, message: str) -> ContextTooLong:
+    """ContextTooLong with the window and the prompt's size where the error says them
+    (llama-server's body has both as numbers: `n_ctx`, `n_prompt_tokens`)."""
+    fields = body if isinstance(body, dict) else {}
+    window = _number(fields.get("n_ctx")) or _first(_WINDOW_PATTERNS, message)
+    prompt = _number(fields.get("n_prompt_tokens")) or _first(_PROMPT_PATTERNS, message)
+    return ContextTooLong(window, prompt)
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _first(patterns: Sequence[re.Pattern[str]], text: str) -> int | None:
+    for pattern in patterns:
+        found = pattern.search(text)
+        if found:
+            return int(found.group(1))
+    return None

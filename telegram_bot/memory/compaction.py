@@ -147,7 +147,7 @@ class Compactor:
     def _window(self) -> int:
         s = self.settings
         if self.model == s.openai_model:
-            return s.context_window
+            return self.memory.window
         return budget.context_window_for(self.model)
 
     async def maintain(

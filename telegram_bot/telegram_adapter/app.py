@@ -82,6 +82,7 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
 async def _post_init(application: BotApp) -> None:
     services = services_of(application)
     await services.store.open()
+    await services.engine.discover_window()
     services.bot_username = application.bot.username
     warming = asyncio.get_running_loop().run_in_executor(None, _warm, services)
     services.spawn(_freeze_after([warming]), name="gc-freeze")
