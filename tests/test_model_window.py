@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from telegram_bot.llm.client import _CONTEXT_MARKERS, overflow
+from telegram_bot.llm.server_info import origin
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.fakes.openai import Empty
 from tests.harness import API_KEY, RunningBot
@@ -165,3 +167,83 @@ async def test_streams_without_usage_are_calibrated_on_the_servers_tokenizer(
     await bot.restart()
     assert db("SELECT factor FROM token_factors WHERE model = ?", (MODEL,)) == [(factor,)]
     await bot.stop()
+
+
+async def test_probes_are_bounded_and_a_silent_server_changes_nothing(
+    bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    ai.server_kind, ai.context_window = "llama-server", 1024
+    ai.probe_delay = 3600.0  # the probes never get an answer
+    with caplog.at_level(logging.INFO):
+        bot = await start(bot_factory, ai)
+    [line] = window_lines(caplog)
+    assert line.startswith("Context window: 8192 tokens (model family table"), line
+    ai.probe_delay = 0.0
+    [reply] = await ask(tg, ALICE, "hello")
+    assert tg.visible_text(reply) == "Echo: hello"
+    await bot.stop()
+
+
+async def test_the_api_key_never_follows_a_redirect_to_another_host(
+    bot_factory: Factory, ai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeOpenAI() as elsewhere:
+        elsewhere.server_kind, elsewhere.context_window = "llama-server", 1024
+        ai.probe_redirect = elsewhere.origin
+        with caplog.at_level(logging.INFO):
+            bot = await start(bot_factory, ai)
+        assert ai.probes, "the model server was asked"
+        assert elsewhere.probes == [], "nothing, and no key, went to the other host"
+        [line] = window_lines(caplog)
+        assert "family table" in line
+        await bot.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "window", "prompt"),
+    [
+        (  # llama-server, streamed or not (docs/real-servers.md)
+            {"code": 400, "n_prompt_tokens": 2412, "n_ctx": 1024},
+            "request (2412 tokens) exceeds the available context size (1024 tokens), try "
+            "increasing it",
+            1024,
+            2412,
+        ),
+        (  # llama-cpp-python unstreamed, and OpenAI
+            {"code": "context_length_exceeded"},
+            "This model's maximum context length is 1024 tokens. However, you requested 2416 "
+            "tokens (2411 in the messages, 5 in the completion). Please reduce the length of "
+            "the messages or completion.",
+            1024,
+            2411,
+        ),
+        (  # vLLM
+            {},
+            "'max_tokens' is too large: 1024. This model's maximum context length is 2048 "
+            "tokens and your request has 1500 input tokens (1024 > 2048 - 1500).",
+            2048,
+            1500,
+        ),
+        ({}, "Requested tokens (2411) exceed context window of 1024", 1024, 2411),
+        ({}, "context_length_exceeded", None, None),
+    ],
+)
+def test_an_overflow_error_says_the_window_and_the_prompt(
+    body: dict[str, Any], message: str, window: int | None, prompt: int | None
+) -> None:
+    error = overflow(body, message.lower())
+    assert (error.window, error.prompt_tokens) == (window, prompt)
+    assert any(marker in message.lower() for marker in _CONTEXT_MARKERS)
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080"),
+        ("http://localhost:11434/v1/", "http://localhost:11434"),
+        ("https://gpu.example/llm/v1", "https://gpu.example/llm"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
+def test_the_origin_is_the_base_url_without_v1(base: str, expected: str) -> None:
+    assert origin(base) == expected

@@ -15,7 +15,8 @@ with `n_ctx` and `n_prompt_tokens`) or "empty-stream" (llama-cpp-python: a strea
 whose prompt alone passes the window gets a 200 event stream with no event at all; unstreamed,
 OpenAI's 400). `stream_usage = False` leaves usage out of every stream, even when asked
 (llama-cpp-python). The tokenizer endpoints count like `count_prompt_tokens` (tiktoken times
-`token_factor`). `probes` records every request to these routes (method, path, headers).
+`token_factor`). `probes` records every request to these routes (method, path, headers);
+`probe_delay` makes them slow, `probe_redirect` answers each with a redirect to that URL.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ class OpenAILocal:
     token_factor: float
     models: list[str]
 
+    if TYPE_CHECKING:  # FakeServer's and FakeOpenAI's, which this is mixed into
+
+        async def sleep(self, seconds: float) -> None: ...
+
+        def count_prompt_tokens(self, messages: list[dict[str, Any]], model: str = "") -> int: ...
+
     def _init_local(self) -> None:
         self.server_kind: str | None = None
         self.overflow_style = "openai"
@@ -91,6 +98,8 @@ class OpenAILocal:
         self.ollama_loaded: int | None = None  # `context_length` of the loaded model (/api/ps)
         self.trained_context = 32_768  # the model's own length (Ollama, LM Studio, meta)
         self.probes: list[Probe] = []
+        self.probe_delay = 0.0
+        self.probe_redirect: str | None = None
         self._rendered: dict[str, list[dict[str, Any]]] = {}
 
     def local_routes(self) -> list[web.RouteDef]:
@@ -104,9 +113,6 @@ class OpenAILocal:
             web.get("/api/ps", self._ollama_ps),
             web.get("/api/v0/models", self._lm_studio_models),
         ]
-
-    def count_prompt_tokens(self, messages: list[dict[str, Any]], model: str = "") -> int:
-        raise NotImplementedError  # FakeOpenAI's
 
     def overflows_silently(self, chat: ChatRequest) -> bool:
         """llama-cpp-python's empty 200 stream: streamed, and the prompt alone passes."""
@@ -128,21 +134,24 @@ class OpenAILocal:
 
     # ----------------------------------------------------------------- routes
 
-    def _seen(self, request: web.Request, kinds: tuple[str, ...]) -> bool:
+    async def _seen(self, request: web.Request, kinds: tuple[str, ...]) -> bool:
         self.probes.append(Probe(request.method, request.path, dict(request.headers)))
+        await self.sleep(self.probe_delay)
+        if self.probe_redirect is not None:
+            raise web.HTTPTemporaryRedirect(f"{self.probe_redirect}{request.path}")
         return self.server_kind in kinds
 
     def _count(self, text: str) -> int:
         return round(_tokens.count_text(text) * self.token_factor)
 
     async def _props(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LLAMA_SERVER,)) or not self.context_window:
+        if not await self._seen(request, (LLAMA_SERVER,)) or not self.context_window:
             return _not_found()
         settings = {"n_ctx": self.context_window, "params": {"n_predict": -1}}
         return json_response({"default_generation_settings": settings, "total_slots": 1})
 
     async def _tokenize(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LLAMA_SERVER,)):
+        if not await self._seen(request, (LLAMA_SERVER,)):
             return _not_found()
         body = await request.json()
         content = str(body.get("content", ""))
@@ -153,7 +162,7 @@ class OpenAILocal:
         return json_response({"tokens": list(range(2, count + 2))})
 
     async def _apply_template(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LLAMA_SERVER,)):
+        if not await self._seen(request, (LLAMA_SERVER,)):
             return _not_found()
         messages = list((await request.json()).get("messages") or [])
         prompt = "".join(
@@ -165,19 +174,19 @@ class OpenAILocal:
         return json_response({"prompt": prompt})
 
     async def _extras_tokenize(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LLAMA_CPP_PYTHON,)):
+        if not await self._seen(request, (LLAMA_CPP_PYTHON,)):
             return _not_found()
         count = self._count(str((await request.json()).get("input", "")))
         return json_response({"tokens": [BOS, *range(2, count + 2)]})
 
     async def _extras_count(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LLAMA_CPP_PYTHON,)):
+        if not await self._seen(request, (LLAMA_CPP_PYTHON,)):
             return _not_found()
         count = self._count(str((await request.json()).get("input", "")))
         return json_response({"count": count + 1})
 
     async def _ollama_show(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (OLLAMA,)):
+        if not await self._seen(request, (OLLAMA,)):
             return _not_found()
         parameters = 'stop "<|im_end|>"'
         if self.ollama_num_ctx:
@@ -186,7 +195,7 @@ class OpenAILocal:
         return json_response({"parameters": parameters, "model_info": info, "template": ""})
 
     async def _ollama_ps(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (OLLAMA,)):
+        if not await self._seen(request, (OLLAMA,)):
             return _not_found()
         loaded = [
             {"name": f"{name}:latest", "model": f"{name}:latest", "context_length": length}
@@ -196,7 +205,7 @@ class OpenAILocal:
         return json_response({"models": loaded})
 
     async def _lm_studio_models(self, request: web.Request) -> web.Response:
-        if not self._seen(request, (LM_STUDIO,)):
+        if not await self._seen(request, (LM_STUDIO,)):
             return _not_found()
         data = [
             {
