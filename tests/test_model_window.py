@@ -172,7 +172,7 @@ async def test_streams_without_usage_are_calibrated_on_the_servers_tokenizer(
 async def test_probes_are_bounded_and_a_silent_server_changes_nothing(
     bot_factory: Factory, tg: FakeTelegram, ai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ai.server_kind, ai.context_window = "llama-server", 1024
+    ai.server_kind, ai.ollama_num_ctx = "ollama", 2048
     ai.probe_delay = 3600.0  # the probes never get an answer
     with caplog.at_level(logging.INFO):
         bot = await start(bot_factory, ai)
