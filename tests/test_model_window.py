@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from telegram_bot.llm.client import _CONTEXT_MARKERS, overflow
+from telegram_bot.llm.overflow import CONTEXT_MARKERS, overflow
 from telegram_bot.llm.server_info import origin
 from tests.fakes import FakeOpenAI, FakeTelegram
 from tests.fakes.openai import Empty
@@ -233,7 +233,7 @@ def test_an_overflow_error_says_the_window_and_the_prompt(
 ) -> None:
     error = overflow(body, message.lower())
     assert (error.window, error.prompt_tokens) == (window, prompt)
-    assert any(marker in message.lower() for marker in _CONTEXT_MARKERS)
+    assert any(marker in message.lower() for marker in CONTEXT_MARKERS)
 
 
 @pytest.mark.parametrize(

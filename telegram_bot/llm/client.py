@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from ..errors import (
     VisionRefused,
 )
 from ..models import Usage
+from .overflow import CONTEXT_MARKERS, overflow
 from .server_info import ServerInfo, count_prompt, probe
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
@@ -49,30 +49,6 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 OnText = Callable[[str], None]
-
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "too many tokens",
-    "exceeds the available context size",  # llama.cpp's llama-server
-    "exceed_context_size_error",
-    "exceed context window",  # llama-cpp-python's own ValueError
-)
-# Where overflow errors say the window and the prompt's size, as OpenAI, vLLM,
-# llama-cpp-python (non-streamed) and llama-server word them (docs/real-servers.md).
-_WINDOW_PATTERNS = (
-    re.compile(r"maximum context length is (\d+)"),
-    re.compile(r"available context size \((\d+) tokens\)"),
-    re.compile(r"context window of (\d+)"),
-)
-_PROMPT_PATTERNS = (
-    re.compile(r"\((\d+) in the messages"),
-    re.compile(r"messages resulted in (\d+) tokens"),
-    re.compile(r"request \((\d+) tokens\) exceeds"),
-    re.compile(r"your request has (\d+) input tokens"),
-    re.compile(r"requested tokens \((\d+)\) exceed"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +369,7 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return exc
     if images and isinstance(exc, openai.APIStatusError):
         refused = rejects_images(exc.status_code, str(exc))
-        if refused and not any(m in str(exc).lower() for m in _CONTEXT_MARKERS):
+        if refused and not any(m in str(exc).lower() for m in CONTEXT_MARKERS):
             return VisionRefused()
         if refused is False:
             log.warning("The model server could not read an image: %s", exc)
@@ -421,7 +397,7 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return ModelNotFound()
     if isinstance(exc, openai.APIStatusError):
         message = str(exc).lower()
-        if exc.status_code in (400, 413) and any(m in message for m in _CONTEXT_MARKERS):
+        if exc.status_code in (400, 413) and any(m in message for m in CONTEXT_MARKERS):
             return overflow(exc.body, message)
         if exc.status_code >= 500:
             return ModelUnavailable()
@@ -430,24 +406,3 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
     if isinstance(exc, openai.APIError):
         return ModelUnavailable()
     return ModelError()
-
-
-def overflow(body: Any, message: str) -> ContextTooLong:
-    """ContextTooLong with the window and the prompt's size where the error says them
-    (llama-server's body has both as numbers: `n_ctx`, `n_prompt_tokens`)."""
-    fields = body if isinstance(body, dict) else {}
-    window = _number(fields.get("n_ctx")) or _first(_WINDOW_PATTERNS, message)
-    prompt = _number(fields.get("n_prompt_tokens")) or _first(_PROMPT_PATTERNS, message)
-    return ContextTooLong(window, prompt)
-
-
-def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _first(patterns: Sequence[re.Pattern[str]], text: str) -> int | None:
-    for pattern in patterns:
-        found = pattern.search(text)
-        if found:
-            return int(found.group(1))
-    return None
