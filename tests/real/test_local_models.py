@@ -183,3 +183,27 @@ async def test_llama_servers_template_count_is_its_usage(
     reply = await request("POST", f"{llama_server.base_url}/chat/completions", body)
     assert counted is not None and counted.whole
     assert counted.tokens == reply.json["usage"]["prompt_tokens"]
+
+
+async def test_llama_servers_streamed_overflow_corrects_a_wrong_window_setting(
+    llama_server: RunningServer,
+    telegram: FakeTelegram,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MODEL_CONTEXT_WINDOW=8192 against a 1,024-token server: its streamed 400 names the
+    real window (`n_ctx`), which wins over the setting from then on."""
+    caplog.set_level(logging.INFO, logger="telegram_bot")
+    path = tmp_path / "bot.sqlite3"
+    bot = await bot_on(llama_server, telegram, path, model_context_window=8192).start()
+    try:
+        assert "the server says 1024" in window_line(caplog)
+        for turn in range(4):
+            text = " ".join(filler(10 * turn + i) for i in range(9))
+            answer = await ask(telegram, text)
+            assert answer not in error_lines(), f"turn {turn}: {answer}"
+    finally:
+        await bot.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("window is 1024 tokens, not 8192" in m for m in said), said
+    assert query(path, "SELECT COUNT(*) FROM messages WHERE role = 'assistant'") == [(4,)]
