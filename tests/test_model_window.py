@@ -148,6 +148,8 @@ async def test_a_server_that_answers_nothing_gets_a_clear_line_not_a_loop(
     # A stream, the same unstreamed, once more smaller: stream and unstreamed. No more.
     assert [r.stream for r in ai.requests] == [True, False, True, False]
     assert db("SELECT role, text FROM messages") == [("user", "hello?")]
+    [(factor,)] = db("SELECT factor FROM token_factors")
+    assert factor == pytest.approx(1.25), "one step for the first empty answer, not two"
     ai.responder = summariser("-")
     [reply] = await ask(tg, ALICE, "and now?")
     assert tg.visible_text(reply).startswith("Noted")

@@ -30,6 +30,7 @@ from ..errors import (
     AnswerTooLong,
     AnswerTooSlow,
     ContextTooLong,
+    EmptyStream,
     ModelError,
     ModelStreamInterrupted,
     ModelTimeout,
@@ -223,6 +224,8 @@ class ReplyWriter:
         )
         try:
             return await self._call(incoming, prompt, on_text, progress, media)
+        except EmptyStream:  # empty again, smaller: a broken server, not an overflow
+            raise
         except ContextTooLong as exc:  # learnt, so the next message fits; this one failed
             await self._overflowed(exc, prompt)
             raise
