@@ -29,6 +29,7 @@ from .. import tokens
 from ..errors import (
     ContextTooLong,
     EmptyCompletion,
+    EmptyStream,
     ModelAuthError,
     ModelError,
     ModelNotFound,
@@ -41,7 +42,9 @@ from ..errors import (
 )
 from ..models import Usage
 from .chunks import StreamReader, reasoning_of
+from .overflow import CONTEXT_MARKERS, overflow
 from .reasoning import split_thought
+from .server_info import ServerInfo, count_prompt, probe
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
@@ -53,13 +56,6 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 OnText = Callable[[str], None]
-
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "too many tokens",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +80,24 @@ class LLM:
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
         self.vision = VisionMemory()
+        self.server = ServerInfo()  # what the server says about itself (`probe_server`)
+
+    async def probe_server(self) -> ServerInfo:
+        """Asks the server for its context window and tokenizer (bounded, silent on failure)."""
+        self.server = await probe(self._settings)
+        return self.server
+
+    async def count_on_server(self, messages: Sequence[Message]) -> tuple[int, int] | None:
+        """Our count and the server tokenizer's of the same text, where it has a tokenizer."""
+        if self.server.tokenizer is None:
+            return None
+        counted = await count_prompt(self._settings, self.server.tokenizer, messages)
+        if counted is None:
+            return None
+        model = self._settings.openai_model
+        if counted.whole:
+            return tokens.count_messages(messages, model), counted.tokens
+        return tokens.count_text("\n".join(m["content"] for m in messages), model), counted.tokens
 
     def accepts_images(self, model: str | None = None) -> bool:
         """False once the model refused an image (until a restart)."""
@@ -174,7 +188,7 @@ class LLM:
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
-                result = await self._stream(call, model, max_tokens, on_text, on_thought)
+                result = await self._stream_or_ask(call, model, max_tokens, on_text, on_thought)
             else:
                 result = await self._complete(call, model, max_tokens)
             if not result.text.strip():
@@ -229,6 +243,40 @@ class LLM:
             if on_text is not None and result.text:
                 on_text(result.text)
             return result
+
+    async def _stream_or_ask(
+        self,
+        call: _Call,
+        model: str,
+        max_tokens: int | None,
+        on_text: OnText | None,
+        on_thought: OnText | None = None,
+    ) -> Completion:
+        """Streams a call; a stream that ends with no text and no finish_reason is asked once
+        more without streaming, to learn why. llama-cpp-python answers a prompt past its
+        window so (an empty 200 stream), and its non-streamed error says the window and the
+        prompt's size (ContextTooLong with both); a server that answers that one is answered;
+        one that returns nothing again raises EmptyStream (taken as an overflow once)."""
+        try:
+            return await self._stream(call, model, max_tokens, on_text, on_thought)
+        except _NoAnswer:
+            log.warning(
+                "The model server ended a stream with no answer and no finish_reason; "
+                "asking once without streaming"
+            )
+        retries = max(1, self._settings.openai_max_retries)  # the dead stream's connection
+        try:
+            result = await self._complete(call, model, max_tokens, retries)
+        except ContextTooLong:
+            raise
+        except ModelError as exc:
+            log.warning("The model server failed the same request unstreamed: %r", exc.__cause__)
+            raise
+        if not result.text.strip():
+            raise EmptyStream()
+        if on_text is not None:
+            on_text(result.text)
+        return result
 
     async def _complete(
         self, call: _Call, model: str, max_tokens: int | None, retries: int | None = None
@@ -286,9 +334,13 @@ class LLM:
         text = reader.answer()
         if reader.finish is None and reader.usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
-            raise ModelStreamInterrupted(text) if text else ModelUnavailable()
+            raise ModelStreamInterrupted(text) if text else _NoAnswer()
         usage, estimated = _usage(reader.usage, call, text, model, reader.thought)
         return Completion(text, usage, model, reader.finish, estimated, reader.thought)
+
+
+class _NoAnswer(ModelUnavailable):
+    """Internal: a stream ended with no text and no finish_reason (none, or a dead one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +389,7 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return exc
     if images and isinstance(exc, openai.APIStatusError):
         refused = rejects_images(exc.status_code, str(exc))
-        if refused and not any(m in str(exc).lower() for m in _CONTEXT_MARKERS):
+        if refused and not any(m in str(exc).lower() for m in CONTEXT_MARKERS):
             return VisionRefused()
         if refused is False:
             log.warning("The model server could not read an image: %s", exc)
@@ -365,8 +417,8 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return ModelNotFound()
     if isinstance(exc, openai.APIStatusError):
         message = str(exc).lower()
-        if exc.status_code in (400, 413) and any(m in message for m in _CONTEXT_MARKERS):
-            return ContextTooLong()
+        if exc.status_code in (400, 413) and any(m in message for m in CONTEXT_MARKERS):
+            return overflow(exc.body, message)
         if exc.status_code >= 500:
             return ModelUnavailable()
         log.error("The model server rejected the request (HTTP %s): %s", exc.status_code, exc)
