@@ -26,6 +26,7 @@ import pytest
 from tests.real import llama, servers
 from tests.real.servers import RunningServer
 from tests.real.tinymodel import TinyModelSpec, ensure_model
+from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 
 DEFAULT_N_CTX = 1024
 DISABLE_ENV = "TLB_REAL_SERVERS"
@@ -68,6 +69,13 @@ def llama_cache() -> Path:
 def tiny_model(llama_cache: Path) -> Path:
     with llama.cache_lock(llama_cache, "model"):
         return ensure_model(llama_cache / "models", TinyModelSpec())
+
+
+@pytest.fixture(scope="session")
+def tiny_projector(llama_cache: Path) -> Path:
+    """The tiny model's generated vision projector, for llama-server's `--mmproj`."""
+    with llama.cache_lock(llama_cache, "model"):
+        return ensure_projector(llama_cache / "models", TinyProjectorSpec())
 
 
 def _built(
@@ -150,6 +158,38 @@ def llama_server(
             port=port,
             n_ctx=n_ctx,
             log_path=_log_dir(tmp_path_factory) / f"llama-server-{n_ctx}.log",
+            ready_path="/health",
+        )
+    except servers.ServerDidNotStart as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def llama_server_vision(
+    request: pytest.FixtureRequest,
+    llama_cache: Path,
+    tiny_model: Path,
+    tiny_projector: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    """The C++ `llama-server` serving the tiny model with its tiny projector: it takes images."""
+    binary = _built(
+        request.config,
+        "llama-server (C++)",
+        llama.ensure_llama_server,
+        llama_cache,
+        llama.llama_server_binary(llama_cache).parent,
+    )
+    port = servers.free_port()
+    try:
+        server = servers.start(
+            "llama-server",
+            servers.llama_server_argv(binary, tiny_model, port, DEFAULT_N_CTX, tiny_projector),
+            port=port,
+            n_ctx=DEFAULT_N_CTX,
+            log_path=_log_dir(tmp_path_factory) / f"llama-server-vision-{DEFAULT_N_CTX}.log",
             ready_path="/health",
         )
     except servers.ServerDidNotStart as exc:
