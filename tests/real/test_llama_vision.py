@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from telegram_bot.llm import vision
 from tests.fakes import FakeTelegram
 from tests.fakes import media_files as files
-from telegram_bot.llm import vision
 from tests.harness import TOKEN, RunningBot, make_settings
 from tests.real import client
 from tests.real.recorder import Exchange, RecordingProxy
