@@ -29,6 +29,8 @@ from tests.real.tinymodel import TinyModelSpec, ensure_model
 from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 
 DEFAULT_N_CTX = 1024
+# An album of three photos at LLaVA 1.5's 576 tokens each needs more than the default.
+VISION_N_CTX = 4096
 DISABLE_ENV = "TLB_REAL_SERVERS"
 
 _skipped: dict[str, str] = {}
@@ -186,10 +188,10 @@ def llama_server_vision(
     try:
         server = servers.start(
             "llama-server",
-            servers.llama_server_argv(binary, tiny_model, port, DEFAULT_N_CTX, tiny_projector),
+            servers.llama_server_argv(binary, tiny_model, port, VISION_N_CTX, tiny_projector),
             port=port,
-            n_ctx=DEFAULT_N_CTX,
-            log_path=_log_dir(tmp_path_factory) / f"llama-server-vision-{DEFAULT_N_CTX}.log",
+            n_ctx=VISION_N_CTX,
+            log_path=_log_dir(tmp_path_factory) / f"llama-server-vision-{VISION_N_CTX}.log",
             ready_path="/health",
         )
     except servers.ServerDidNotStart as exc:

@@ -22,9 +22,10 @@ of the llama.cpp that llama-cpp-python 0.3.36 vendors) reads for `mlp`:
 
 With no `image_grid_pinpoints`, llama.cpp resizes every image to one `image_size` square, so an
 image costs exactly `(image_size / patch_size)²` prompt tokens whatever its size:
-`TinyProjectorSpec.image_tokens`. LLaVA runs the tower up to its next-to-last block, so the
-one block that computes needs `block_count = 2`. Files are cached by a hash of the spec; bump
-`GENERATOR_VERSION` when this code changes what it writes.
+`TinyProjectorSpec.image_tokens`, 576 with LLaVA 1.5's 336 px and 14 px patches, kept here so
+the tests see the count a real LLaVA 1.5 projector gives. LLaVA runs the tower up to its
+next-to-last block, so the one block that computes needs `block_count = 2`. Files are cached
+by a hash of the spec; bump `GENERATOR_VERSION` when this code changes what it writes.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ class TinyProjectorSpec:
     """Everything that decides the bytes of the generated projector (its cache key)."""
 
     text_n_embd: int = TinyModelSpec().n_embd
-    image_size: int = 64
-    patch_size: int = 8
+    # LLaVA 1.5's geometry (CLIP ViT-L/14 at 336 px), so an image costs here what it costs
+    # with that model family: 24 × 24 = 576 tokens, whatever the photo's size.
+    image_size: int = 336
+    patch_size: int = 14
     n_embd: int = 32
     n_ff: int = 64
     n_head: int = 4
