@@ -5,6 +5,8 @@ the bot and the real server (the bot's `OPENAI_BASE_URL` is `proxy.base_url`) an
 is forwarded unchanged, its answer streamed back chunk by chunk as it arrives, and both are kept
 in `exchanges`: what the bot really sent (the image parts, the placeholder of a later turn, that
 no bot token is in it) next to what the real server answered (its status, its `usage`).
+Connections are the proxy's own on both sides (one upstream connection per request), so
+connection-level behaviour is not what this is for.
 """
 
 from __future__ import annotations
@@ -83,7 +85,12 @@ class RecordingProxy:
 
     async def __aenter__(self) -> RecordingProxy:
         timeout = aiohttp.ClientTimeout(total=120)
-        self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        # A fresh upstream connection per request: llama-server closes its side after a
+        # stream (docs/real-servers.md, finding 9), and a pooled one would fail the next call.
+        connector = aiohttp.TCPConnector(force_close=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app, access_log=None)
