@@ -54,6 +54,16 @@ class Exchange:
                     found.append(base64.b64decode(url.split(",", 1)[1]))
         return found
 
+    def streamed_text(self) -> str:
+        """The answer's text, joined from a stream's `delta.content` pieces."""
+        pieces = []
+        for line in self.answer.decode(errors="replace").splitlines():
+            payload = line.removeprefix("data:").strip()
+            if line.startswith("data:") and payload != "[DONE]":
+                for choice in json.loads(payload).get("choices") or []:
+                    pieces.append((choice.get("delta") or {}).get("content") or "")
+        return "".join(pieces)
+
     def usage(self) -> dict[str, Any] | None:
         """The server's `usage`: from the JSON answer, or the last stream chunk carrying one."""
         text = self.answer.decode(errors="replace")
