@@ -29,8 +29,10 @@ from tests.real.tinymodel import TinyModelSpec, ensure_model
 from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 
 DEFAULT_N_CTX = 1024
-# An album of three photos at LLaVA 1.5's 576 tokens each needs more than the default.
-VISION_N_CTX = 4096
+# An album of three photos at LLaVA 1.5's 576 tokens each needs more than the default. The
+# tiny model's own context length: llama-server caps a larger `-c` to it ("the slot context
+# (4096) exceeds the training context of the model (2048) - capping").
+VISION_N_CTX = TinyModelSpec().context_length
 DISABLE_ENV = "TLB_REAL_SERVERS"
 
 _skipped: dict[str, str] = {}

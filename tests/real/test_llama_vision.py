@@ -1,11 +1,11 @@
 """Photos against real llama.cpp servers: without vision, and llama-server with `--mmproj`.
 
-Without vision: the real bot, over real HTTP, against the fake Bot API and a real server serving the tiny
-generated model (fixtures in `conftest.py`), both of which refuse an image with HTTP 500, not
-the 400 OpenAI sends: the C++ `llama-server` without `--mmproj` says "image input is not
-supported - hint: ... mmproj"; llama-cpp-python's server without a clip model fails in its
-chat template ('can only concatenate str (not "list") to str'). Either way the user gets the
-one line, the model is remembered, and a second photo is not even downloaded, let alone sent.
+Without vision: the real bot, over real HTTP, against the fake Bot API and a real server serving
+the tiny generated model (fixtures in `conftest.py`), both of which refuse an image with HTTP
+500, not the 400 OpenAI sends: the C++ `llama-server` without `--mmproj` says "image input is
+not supported - hint: ... mmproj"; llama-cpp-python's server without a clip model fails in its
+chat template ('can only concatenate str (not "list") to str'). Either way the user gets the one
+line, the model is remembered, and a second photo is not even downloaded, let alone sent.
 
 With vision: llama-server with the generated tiny projector (`tinyvision.py`) decodes the
 `data:` URLs the bot sends and puts 576 tokens per image in the prompt (LLaVA 1.5's count);
