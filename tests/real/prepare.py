@@ -16,6 +16,7 @@ import time
 
 from tests.real import llama
 from tests.real.tinymodel import TinyModelSpec, ensure_model
+from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.status:
         with llama.cache_lock(root, "model"):
             print(f"model: {ensure_model(root / 'models', TinyModelSpec())}")
+            print(f"mmproj: {ensure_projector(root / 'models', TinyProjectorSpec())}")
     return 1 if failed else 0
 
 
