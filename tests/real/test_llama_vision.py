@@ -28,15 +28,8 @@ from tests.fakes import media_files as files
 from tests.harness import TOKEN, RunningBot, make_settings
 from tests.real import client
 from tests.real.recorder import Exchange, RecordingProxy
+from tests.real.servers import MODEL_ALIAS, RunningServer
 from tests.real.tinyvision import TinyProjectorSpec
-
-# The real llama.cpp servers and their fixtures (`real_server`) come with branch infra-llama;
-# until it is merged this module is skipped, with this line.
-servers = pytest.importorskip(
-    "tests.real.servers", reason="the real llama.cpp server fixtures (branch infra-llama)"
-)
-MODEL_ALIAS = servers.MODEL_ALIAS
-RunningServer = servers.RunningServer
 
 pytestmark = pytest.mark.real_server
 
