@@ -379,6 +379,25 @@ async def test_transcribed_seconds_are_booked_beside_the_tokens(store: Store) ->
     assert await store.top_chats(DAY, DAY, 1) == [(42, UsageTotals(2, 100, 20, 42))]
 
 
+async def test_reasoning_tokens_are_booked_beside_the_tokens_and_follow_a_moved_chat(
+    store: Store,
+) -> None:
+    """m012/p009: how many of the completion tokens a reasoning model spent thinking."""
+    question = (await store.add_user_turn(said("question", tg=5))).id
+    usage = Usage(100, 50, reasoning_tokens=30)
+    reply = NewTurn(CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, model="m", usage=usage)
+    await store.add_reply(reply, user_id=7, day=DAY)
+    await store.record_usage(CHAT, 7, DAY, 10, 8, reasoning_tokens=5)
+    totals = UsageTotals(2, 110, 58, reasoning_tokens=35)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == totals
+    assert await store.top_chats(DAY, DAY, 1) == [(CHAT.chat_id, totals)]
+    await store.record_usage(-1, 7, DAY, 10, 8, reasoning_tokens=5)
+    await store.record_usage(-2, 7, DAY, 10, 8, reasoning_tokens=2)
+    await store.move_chat(-1, -2)
+    moved = await store.usage_totals(DAY, DAY, chat_id=-2)
+    assert moved == UsageTotals(2, 20, 16, reasoning_tokens=7)
+
+
 async def test_a_media_turn_keeps_its_kind_duration_and_attachments(store: Store) -> None:
     photos = (
         Attachment(MessageKind.PHOTO, "file-1", size=1234, width=1280, height=960),

@@ -21,9 +21,12 @@ def describe(totals: UsageTotals) -> str:
     if not totals.calls:
         return "nothing yet"
     answers = "answer" if totals.calls == 1 else "answers"
+    out = f"{totals.completion_tokens:,} out"
+    if totals.reasoning_tokens:  # a reasoning model's thought is billed as output
+        out += f", of them {totals.reasoning_tokens:,} thinking"
     line = (
-        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, "
-        f"{totals.completion_tokens:,} out) in {totals.calls:,} {answers}"
+        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, {out}) "
+        f"in {totals.calls:,} {answers}"
     )
     if totals.audio_seconds:  # transcription is billed by the second
         line += f", {totals.audio_seconds:,} s of speech transcribed"
