@@ -348,8 +348,8 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
     """The fake chat-completions server. See the module docstring for usage.
 
     Tunables (plain attributes, change them any time): `api_key`, `latency`, `chunk_chars`,
-    `chunk_delay`, `token_factor`, `context_window`, `reject_stream_options`, `models`,
-    `responder`.
+    `chunk_delay`, `token_factor`, `context_window`, `image_tokens`, `reject_stream_options`,
+    `models`, `responder`.
     """
 
     def __init__(
@@ -371,6 +371,9 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
         self.chunk_delay = chunk_delay
         self.token_factor = token_factor
         self.context_window = context_window
+        # What each image part adds to the prompt: 576, as llama-server counts a LLaVA 1.5
+        # image of any size (docs/real-servers.md, finding 10).
+        self.image_tokens = 576
         self.reject_stream_options = False
         self.models = ["gpt-4o-mini"]
         self.responder: Responder = echo
@@ -446,7 +449,8 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
 
     def count_prompt_tokens(self, messages: list[dict[str, Any]], model: str = "") -> int:
         """Prompt tokens as this server reports and enforces them (token_factor applied)."""
-        return round(_tokens.count_messages(messages, model) * self.token_factor)
+        images = len(image_urls(messages)) * self.image_tokens
+        return round(_tokens.count_messages(messages, model) * self.token_factor) + images
 
     def count_completion_tokens(self, text: str, model: str = "") -> int:
         return round(_tokens.count_text(text, model) * self.token_factor)
