@@ -372,7 +372,7 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
         self.token_factor = token_factor
         self.context_window = context_window
         # What each image part adds to the prompt: 576, as llama-server counts a LLaVA 1.5
-        # image of any size (docs/real-servers.md, finding 10).
+        # image of any size (docs/real-servers.md, finding 11).
         self.image_tokens = 576
         self.reject_stream_options = False
         self.models = ["gpt-4o-mini"]
