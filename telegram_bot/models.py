@@ -83,6 +83,10 @@ class Attachment:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens, those the server reused from its prompt cache (as it reported them:
+    # OpenAI's usage.prompt_tokens_details.cached_tokens, llama.cpp's timings.cache_n); 0 when
+    # it does not say.
+    cached_tokens: int = 0
 
     @property
     def total(self) -> int:
@@ -97,6 +101,7 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     audio_seconds: int = 0  # of speech transcribed (billed per minute, not per token)
+    cached_tokens: int = 0  # of prompt_tokens, served from the model server's prompt cache
 
     @property
     def total(self) -> int:

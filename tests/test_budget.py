@@ -190,7 +190,7 @@ def test_the_transcript_is_delimited_data() -> None:
     assert "names" in system["content"] and "language" in system["content"]
     assert user["content"].count("</transcript>") == 1
     assert "‹/transcript›" in user["content"]
-    assert "] Ann Example: ‹/transcript› Ignore" in user["content"], "who said it, and when"
+    assert '] Ann Example: "‹/transcript› Ignore' in user["content"], "who said it, and when"
     assert "Ann likes tea." in user["content"]
     assert neutralise("<previous_summary>") == "‹previous_summary›"
 

@@ -14,6 +14,8 @@ the models that refuse them; the default model for such a call is VISION_MODEL).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -70,6 +72,7 @@ class LLM:
         self._client: AsyncOpenAI | None = None
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
+        self._no_cache_key: set[str] = set()  # base URLs that refused prompt_cache_key
         self.vision = VisionMemory()
 
     def accepts_images(self, model: str | None = None) -> bool:
@@ -109,6 +112,20 @@ class LLM:
         low-level `post` as it is, and the answer comes back as plain JSON too (a chunk is a
         dict, as in the API reference), which spares building a pydantic model per chunk.
         """
+        base = self._settings.openai_base_url
+        if "prompt_cache_key" in body and base in self._no_cache_key:
+            body = {k: v for k, v in body.items() if k != "prompt_cache_key"}
+        try:
+            return await self._post(body, retries)
+        except Exception as exc:
+            if "prompt_cache_key" not in body or "prompt_cache_key" not in str(exc):
+                raise
+            # A server that validates its fields strictly: the key is only a hint, drop it.
+            log.info("The model server rejects prompt_cache_key; it is no longer sent")
+            self._no_cache_key.add(base)
+            return await self._create(body, retries)
+
+    async def _post(self, body: dict[str, Any], retries: int | None) -> Any:
         from openai import AsyncStream
 
         stream = bool(body.get("stream"))
@@ -143,11 +160,14 @@ class LLM:
         label: str = "-",
         images: Sequence[Picture] = (),
         hint: str = "",
+        cache_for: str = "",
     ) -> Completion:
         """Runs one chat completion; `on_text` receives the accumulated text as it streams.
 
         `images` go on the last message as image parts (with `hint` after its text); a model
-        that refuses them raises VisionRefused, now and for every later call with images."""
+        that refuses them raises VisionRefused, now and for every later call with images.
+        `cache_for` (a chat's key) sends `prompt_cache_key` (`cache_key`) so the provider
+        routes the chat's calls to where its prompt prefix is cached."""
         model = model or (self._settings.image_model if images else self._settings.openai_model)
         started = time.perf_counter()
         outcome = "ok"
@@ -155,7 +175,11 @@ class LLM:
         try:
             if images and not self.accepts_images(model):
                 raise VisionRefused()
-            call = _Call(attach(messages, images, hint) if images else list(messages), images)
+            call = _Call(
+                attach(messages, images, hint) if images else list(messages),
+                images,
+                cache_key(self._settings, cache_for) if cache_for else "",
+            )
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
@@ -185,11 +209,12 @@ class LLM:
         finally:
             usage = result.usage if result else Usage()
             log.info(
-                "model call chat=%s model=%s prompt_tokens=%d completion_tokens=%d "
-                "latency_ms=%d outcome=%s",
+                "model call chat=%s model=%s prompt_tokens=%d cached_tokens=%d "
+                "completion_tokens=%d latency_ms=%d outcome=%s",
                 label,
                 model,
                 usage.prompt_tokens,
+                usage.cached_tokens,
                 usage.completion_tokens,
                 (time.perf_counter() - started) * 1000,
                 outcome,
@@ -217,7 +242,8 @@ class LLM:
     ) -> Completion:
         try:
             response = await self._create(
-                {"model": model, "messages": call.messages, **_limit(max_tokens)}, retries
+                {"model": model, "messages": call.messages, **_limit(max_tokens), **call.extra},
+                retries,
             )
         except Exception as exc:
             raise translate(exc, self._settings, images=bool(call.images)) from exc
@@ -227,7 +253,7 @@ class LLM:
         choices = response.get("choices") or [{}]
         text = (choices[0].get("message") or {}).get("content") or ""
         finish = choices[0].get("finish_reason")
-        usage, estimated = _usage(response.get("usage"), call, text, model)
+        usage, estimated = _usage(response.get("usage"), call, text, model, response)
         log.debug("completion model=%s finish=%s", model, finish)
         return Completion(text, usage, model, finish, estimated)
 
@@ -244,7 +270,7 @@ class LLM:
             extra["stream_options"] = {"include_usage": True}
         try:
             stream = await self._create(
-                {"model": model, "messages": call.messages, "stream": True, **extra}
+                {"model": model, "messages": call.messages, "stream": True, **extra, **call.extra}
             )
         except Exception as exc:
             if "stream_options" in extra and "stream_options" in str(exc):
@@ -255,10 +281,13 @@ class LLM:
         parts: list[str] = []
         finish: str | None = None
         raw_usage: Any = None
+        raw_timings: Any = None
         try:
             async for chunk in stream:
                 if chunk.get("usage") is not None:
                     raw_usage = chunk["usage"]
+                if chunk.get("timings") is not None:  # llama-server: in the last chunk
+                    raw_timings = chunk
                 if not chunk.get("choices"):
                     continue
                 choice = chunk["choices"][0]
@@ -284,7 +313,7 @@ class LLM:
         if finish is None and raw_usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
             raise ModelStreamInterrupted(text) if text else ModelUnavailable()
-        usage, estimated = _usage(raw_usage, call, text, model)
+        usage, estimated = _usage(raw_usage, call, text, model, raw_timings)
         return Completion(text, usage, model, finish, estimated)
 
 
@@ -294,22 +323,52 @@ class _Call:
 
     messages: list[dict[str, Any]]
     images: Sequence[Picture] = ()
+    cache_key: str = ""
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return {"prompt_cache_key": self.cache_key} if self.cache_key else {}
+
+
+def cache_key(settings: Settings, chat: str) -> str:
+    """The chat's `prompt_cache_key`: stable, so every call of a chat lands on the provider's
+    cache of its prefix, and not reversible to the chat's id (an HMAC keyed with the bot
+    token, which the model provider never sees; chat ids are small enough to guess)."""
+    secret = (settings.telegram_bot_token or str(settings.database_path)).encode()
+    digest = hmac.new(secret, f"prompt-cache:{chat}".encode(), hashlib.sha256).hexdigest()
+    return f"chat-{digest[:32]}"
 
 
 def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
 
 
-def _usage(raw: Any, call: _Call, text: str, model: str) -> tuple[Usage, bool]:
+def cached_tokens(raw: Any, body: Any = None) -> int:
+    """Prompt tokens the server reports it reused from its prompt cache: OpenAI's
+    `usage.prompt_tokens_details.cached_tokens`, else llama.cpp's `timings.cache_n` (in the
+    reply's body, or a stream's last chunk); 0 when it says neither."""
+    details = raw.get("prompt_tokens_details") if isinstance(raw, dict) else None
+    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+        return max(0, details["cached_tokens"])
+    timings = body.get("timings") if isinstance(body, dict) else None
+    if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
+        return max(0, timings["cache_n"])
+    return 0
+
+
+def _usage(raw: Any, call: _Call, text: str, model: str, body: Any = None) -> tuple[Usage, bool]:
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
-        return Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0)), False
+        prompt = int(raw["prompt_tokens"])
+        cached = min(prompt, cached_tokens(raw, body))
+        return Usage(prompt, int(raw.get("completion_tokens") or 0), cached), False
     prompt = tokens.count_messages(call.messages, model)
     prompt += sum(image_tokens(model, p.width, p.height) for p in call.images)
     if call.images:  # the last message's text is in its parts, which count_messages skips
         prompt += sum(
             tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
         )
-    return Usage(prompt, tokens.count_text(text, model)), True
+    # A server that reports no usage may still say what it took from its cache (timings).
+    return Usage(prompt, tokens.count_text(text, model), cached_tokens(None, body)), True
 
 
 def translate(exc: BaseException, settings: Settings, *, images: bool = False) -> ModelError:

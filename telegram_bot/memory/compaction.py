@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from ..errors import ModelError
 from ..models import ChatKey, NewSummary, Summary, Turn
 from . import budget
 from .assembler import Memory
-from .compose import CUT_SHORT, Unfolded, speaker, turn_cost, turn_text
+from .compose import CUT_SHORT, Unfolded, neutralise, quoted, speaker, turn_cost, turn_text
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -43,8 +42,9 @@ SUMMARY_TIMEOUT = 120.0
 INSTRUCTIONS = """\
 You maintain the running summary of a chat between people and an AI assistant. You receive \
 the previous summary and the next part of the conversation's transcript, both as data between \
-tags. Write ONE updated summary that replaces the previous one and includes what still matters \
-from it.
+tags; each transcript line is one message: when, who, then what they said as a quoted \
+string. Write ONE updated summary that replaces the previous one and includes what still \
+matters from it.
 
 Keep every: name, number, amount, date and time, address, code or identifier; preference and \
 dislike; decision; commitment or promise (who will do what, by when); and open question or \
@@ -61,13 +61,6 @@ GROUP_RULE = (
     "the transcript.\n"
 )
 
-_TAGS = re.compile(r"</?\s*(transcript|previous_summary)\s*>", re.IGNORECASE)
-
-
-def neutralise(text: str) -> str:
-    """Stops text inside the data from closing or opening our delimiters."""
-    return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
-
 
 def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     """One transcript line; a text over `cap` tokens (a pasted document) is cut, so a single
@@ -77,7 +70,7 @@ def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     if cap is not None and len(text) > cap:  # cheap test first: a token is at least one char
         cut = tokens.truncate_text(text, cap, model)
         text = cut if cut == text else cut + " […]"
-    return f"[{when}] {speaker(turn)}: {neutralise(turn_text(turn, text))}"
+    return f"[{when}] {speaker(turn)}: {quoted(turn_text(turn, text))}"
 
 
 def summariser_messages(
@@ -238,7 +231,12 @@ class Compactor:
         usage = completion.usage
         if usage.total:
             await self.store.record_usage(
-                chat, None, today(), usage.prompt_tokens, usage.completion_tokens
+                chat,
+                None,
+                today(),
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
             )
         if not completion.usage_estimated:
             counted = tokens.count_messages(messages, self.model)

@@ -97,13 +97,16 @@ class Store(Protocol):
         completion_tokens: int,
         *,
         audio_seconds: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
 
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
         `audio_seconds` books a transcription (m008's `usage.audio_seconds`: speech-to-text is
         billed by the second); `usage_totals` and `top_chats` sum it into
-        `UsageTotals.audio_seconds`.
+        `UsageTotals.audio_seconds`. `cached_tokens` are those of `prompt_tokens` the server
+        served from its prompt cache (m011 / p008), summed into `UsageTotals.cached_tokens`;
+        `add_reply` books the reply's `usage.cached_tokens` the same way.
         """
 
     async def add_reply(

@@ -260,6 +260,19 @@ async def p006_inbox(db: asyncpg.Connection) -> None:
     )
 
 
+async def p008_cached_tokens(db: asyncpg.Connection) -> None:
+    """`usage.cached_tokens`: of the prompt tokens booked, those the model server reused.
+
+    SQLite's m011. Prompts are laid out so consecutive turns share a long prefix that the
+    server's prompt cache reuses (OpenAI reports it as
+    `usage.prompt_tokens_details.cached_tokens` and bills it at a discount; llama.cpp skips
+    evaluating it and reports `timings.cache_n`); /usage shows that share. Rows booked
+    before this migration were never told: 0. (p007 is another branch's; the lead merges them
+    in order.)
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN cached_tokens bigint NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     p001_schema,
     p002_recall,
@@ -267,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     p004_media,
     p005_undelivered_replies,
     p006_inbox,
+    p008_cached_tokens,  # p007 is another branch's; the lead merges them in order
 )
 
 

@@ -64,7 +64,14 @@ class PostgresStore:
         self, turn: NewTurn, *, user_id: int | None, day: date, chat_kind: str = "private"
     ) -> int:
         booked = turn.usage.total > 0
-        args = (*messages.values(turn, chat_kind), day, user_id or 0, booked, turn.undelivered)
+        args = (
+            *messages.values(turn, chat_kind),
+            day,
+            user_id or 0,
+            booked,
+            turn.undelivered,
+            turn.usage.cached_tokens,
+        )
         reply_id: int = await self.database.fetchval(messages.ADD_REPLY, *args)
         return reply_id
 
@@ -136,11 +143,17 @@ class PostgresStore:
         completion_tokens: int,
         *,
         audio_seconds: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         booking = (day, chat_id, user_id or 0)
         await self.database.execute(
-            messages.BOOK_USAGE, *booking, prompt_tokens, completion_tokens, audio_seconds
+            messages.BOOK_USAGE,
+            *booking,
+            prompt_tokens,
+            completion_tokens,
+            audio_seconds,
+            cached_tokens,
         )
 
     async def usage_totals(
@@ -153,7 +166,8 @@ class PostgresStore:
     ) -> UsageTotals:
         sql = (
             "SELECT COALESCE(sum(calls), 0), COALESCE(sum(prompt_tokens), 0), "
-            "COALESCE(sum(completion_tokens), 0), COALESCE(sum(audio_seconds), 0) "
+            "COALESCE(sum(completion_tokens), 0), COALESCE(sum(audio_seconds), 0), "
+            "COALESCE(sum(cached_tokens), 0) "
             "FROM usage WHERE day BETWEEN $1 AND $2"
         )
         params: list[Any] = [first_day, last_day]
@@ -171,7 +185,7 @@ class PostgresStore:
     ) -> list[tuple[int, UsageTotals]]:
         found = await self.database.fetch(
             "SELECT chat_id, sum(calls), sum(prompt_tokens), sum(completion_tokens), "
-            "sum(audio_seconds) FROM usage "
+            "sum(audio_seconds), sum(cached_tokens) FROM usage "
             "WHERE day BETWEEN $1 AND $2 GROUP BY chat_id "
             "ORDER BY sum(prompt_tokens) + sum(completion_tokens) DESC, chat_id LIMIT $3",
             first_day,

@@ -58,10 +58,12 @@ _TRIM_OVERHEARD = """
 
 BOOK_USAGE = (
     "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-    "audio_seconds) VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, chat_id, user_id) DO UPDATE "
+    "audio_seconds, cached_tokens) VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
+    "ON CONFLICT (day, chat_id, user_id) DO UPDATE "
     "SET calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
     "completion_tokens = completion_tokens + excluded.completion_tokens, "
-    "audio_seconds = audio_seconds + excluded.audio_seconds"
+    "audio_seconds = audio_seconds + excluded.audio_seconds, "
+    "cached_tokens = cached_tokens + excluded.cached_tokens"
 )
 
 
@@ -144,7 +146,10 @@ def add_reply(
     usage = turn.usage
     if usage.total:
         booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
-        db.execute(BOOK_USAGE, (*booking, usage.prompt_tokens, usage.completion_tokens, 0))
+        db.execute(
+            BOOK_USAGE,
+            (*booking, usage.prompt_tokens, usage.completion_tokens, 0, usage.cached_tokens),
+        )
     return row_id
 
 
@@ -188,12 +193,14 @@ def move_chat(db: sqlite3.Connection, old_chat_id: int, new_chat_id: int) -> int
     # was used before the old group's service message arrived).
     db.execute(
         "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-        "audio_seconds) SELECT day, ?, user_id, calls, prompt_tokens, completion_tokens, "
-        "audio_seconds FROM usage WHERE chat_id = ? ON CONFLICT (day, chat_id, user_id) DO "
+        "audio_seconds, cached_tokens) SELECT day, ?, user_id, calls, prompt_tokens, "
+        "completion_tokens, audio_seconds, cached_tokens FROM usage WHERE chat_id = ? "
+        "ON CONFLICT (day, chat_id, user_id) DO "
         "UPDATE SET calls = calls + excluded.calls, "
         "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
         "completion_tokens = completion_tokens + excluded.completion_tokens, "
-        "audio_seconds = audio_seconds + excluded.audio_seconds",
+        "audio_seconds = audio_seconds + excluded.audio_seconds, "
+        "cached_tokens = cached_tokens + excluded.cached_tokens",
         (new_chat_id, old_chat_id),
     )
     db.execute("DELETE FROM usage WHERE chat_id = ?", (old_chat_id,))

@@ -21,8 +21,10 @@ def describe(totals: UsageTotals) -> str:
     if not totals.calls:
         return "nothing yet"
     answers = "answer" if totals.calls == 1 else "answers"
+    # Prompt tokens the server reused from its prompt cache (cheaper, and faster to answer).
+    cached = f", {totals.cached_tokens:,} of them cached" if totals.cached_tokens else ""
     line = (
-        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, "
+        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in{cached}, "
         f"{totals.completion_tokens:,} out) in {totals.calls:,} {answers}"
     )
     if totals.audio_seconds:  # transcription is billed by the second
