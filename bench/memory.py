@@ -213,7 +213,10 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
         for index in range(facts):
             _statement, question, answer = FACTS[index]
             request = await say(question)
-            context = "\n".join(str(m.get("content", "")) for m in request.messages[:-1])
+            # Everything the model sees but the question itself (recalled lines open the
+            # last user turn).
+            context = "\n".join(str(m.get("content", "")) for m in request.messages)
+            context = context.removesuffix(question)
             recalled += answer in context
     finally:
         await llm.close()

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CALLS = 3  # summary calls per compaction; a backlog after failures is caught up over turns
+# A fold leaves a quarter of the verbatim cap: every fold rewrites the prompt from the summary
+# on (a model server's prompt cache is lost there), so folding a lot at once makes them rare.
+FOLD_TO = 8
 KEEP_NEWEST = 2  # turns never folded, so the model always sees the latest exchange verbatim
 SUMMARY_TIMEOUT = 120.0
 
@@ -101,7 +104,7 @@ def plan_fold(turns: Sequence[Turn], cap: int, model: str = "") -> list[Turn]:
     remaining = sum(costs)
     if remaining <= cap:
         return []
-    low_water = cap // 2
+    low_water = cap // FOLD_TO
     foldable = max(0, len(turns) - KEEP_NEWEST)
     count = 0
     while count < foldable and remaining > low_water:

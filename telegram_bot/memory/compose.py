@@ -278,7 +278,9 @@ def assemble(
     """The whole prompt from stored parts and this turn's caps (pure).
 
     `older` are the unsummarised turns before the new message; `candidates` are recall hits,
-    best first. Hits still inside the verbatim window are skipped (they are sent anyway).
+    best first. Hits still inside the verbatim window are skipped (they are sent anyway), and
+    so are hits whose text repeats a verbatim turn or a better-ranked hit: each line recalled
+    is new to the prompt on every turn it is sent (the model server evaluates it afresh).
     """
     history = fit_newest(older, alloc.history, model)
     summary_text = ""
@@ -287,7 +289,13 @@ def assemble(
         fits = count_repeated(summary, model) <= room
         summary_text = summary if fits else tokens.truncate_text(summary, room, model)
     oldest = history[0].id if history else new.id
-    recalled = fit_recall([t for t in candidates if t.id < oldest], alloc.recall, model)
+    seen = {(t.role, t.text) for t in (*history, new)}
+    fresh: list[Turn] = []
+    for turn in candidates:  # a line the model sees anyway, or twice, adds nothing
+        if turn.id < oldest and (turn.role, turn.text) not in seen:
+            seen.add((turn.role, turn.text))
+            fresh.append(turn)
+    recalled = fit_recall(fresh, alloc.recall, model)
     prompt = compose(
         persona,
         new,
