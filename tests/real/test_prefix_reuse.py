@@ -17,6 +17,8 @@ import pytest
 from bench.prefix import Recorder, play
 from telegram_bot.config import Settings
 from telegram_bot.storage import open_store
+from tests.real.client import request
+from tests.real.probes import SHORT, chat
 from tests.real.servers import RunningServer
 
 pytestmark = pytest.mark.real_server
@@ -50,3 +52,10 @@ async def test_consecutive_turns_are_served_from_the_servers_prompt_cache(
         await store.close()
     reused = sum(c.cache_n for c in recorder.calls)
     assert totals.cached_tokens == reused, "the bot booked the server's cache_n"
+
+
+async def test_both_servers_ignore_a_prompt_cache_key(real_server: RunningServer) -> None:
+    body = chat(SHORT)
+    body["prompt_cache_key"] = "chat-0123456789abcdef"
+    reply = await request("POST", f"{real_server.base_url}/chat/completions", body)
+    assert reply.status == 200, reply.text
