@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from telegram_bot import tokens
+from telegram_bot.llm.client import cached_tokens
 from telegram_bot.memory.compose import RECALL_HEADER
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from tests.databases import Database, every_backend
@@ -188,3 +189,12 @@ async def test_a_server_that_rejects_prompt_cache_key_still_answers(
     assert [r.prompt_cache_key is not None for r in ai.requests] == [True, False, False], (
         "refused once, then no longer sent"
     )
+
+
+def test_cached_tokens_are_read_from_openais_usage_or_llama_cpps_timings() -> None:
+    details = {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 7}}
+    assert cached_tokens(details, {"timings": {"cache_n": 3}}) == 7, "usage first"
+    timings = {"timings": {"cache_n": 6, "prompt_n": 4}}
+    assert cached_tokens({"prompt_tokens": 10}, timings) == 6, "llama-server's last chunk"
+    assert cached_tokens(None, timings) == 6, "a stream with timings but no usage"
+    assert cached_tokens({"prompt_tokens": 10}) == 0, "a server that does not say"
