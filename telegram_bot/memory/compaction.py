@@ -1,7 +1,9 @@
 """Rolling summaries: fold the oldest verbatim turns into the conversation's summary.
 
 When the turns sent verbatim pass their budget, the oldest of them (down to a low-water mark,
-half the budget, so this happens once every several turns rather than every turn) are folded,
+an eighth of the budget, so this happens once every few dozen turns rather than every turn:
+each fold rewrites the prompt from the summary on, which a model server's prompt cache cannot
+reuse) are folded,
 with the previous summary, into a new summary of at most SUMMARY_TOKEN_BUDGET tokens by one
 model call. The summary is stored with the range it covers and the folded messages are marked
 summarised, in one transaction; nothing is deleted, and recall can still find them.
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CALLS = 3  # summary calls per compaction; a backlog after failures is caught up over turns
-# A fold leaves a quarter of the verbatim cap: every fold rewrites the prompt from the summary
+# A fold leaves an eighth of the verbatim cap: every fold rewrites the prompt from the summary
 # on (a model server's prompt cache is lost there), so folding a lot at once makes them rare.
 FOLD_TO = 8
 KEEP_NEWEST = 2  # turns never folded, so the model always sees the latest exchange verbatim
