@@ -15,11 +15,12 @@ import pytest
 
 from telegram_bot import tokens
 from telegram_bot.llm.client import cached_tokens
-from telegram_bot.memory.compose import RECALL_HEADER
+from telegram_bot.memory.compose import RECALL_HEADER, fit_newest, turn_cost
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from tests.databases import Database, every_backend
 from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram
 from tests.harness import RunningBot, eventually
+from tests.test_budget import turn
 from tests.test_groups import GROUP, replies, say
 from tests.test_memory import SMALL, chat_requests, filler, seed, summariser
 from tests.test_private_chat import ALICE, BOB, ask
@@ -198,3 +199,15 @@ def test_cached_tokens_are_read_from_openais_usage_or_llama_cpps_timings() -> No
     assert cached_tokens({"prompt_tokens": 10}, timings) == 6, "llama-server's last chunk"
     assert cached_tokens(None, timings) == 6, "a stream with timings but no usage"
     assert cached_tokens({"prompt_tokens": 10}) == 0, "a server that does not say"
+
+
+def test_without_a_fold_the_verbatim_window_moves_in_steps_not_every_turn() -> None:
+    turns = [turn(i, f"message number {i} about the garden and the weather") for i in range(200)]
+    cap = 300
+    starts = [fit_newest(turns[:n], cap)[0].id for n in range(1, len(turns) + 1)]
+    kept = [sum(turn_cost(t) for t in fit_newest(turns[:n], cap)) for n in range(1, 201)]
+    assert max(kept) <= cap and min(kept[20:]) >= cap // 2 - 20, "between half the cap and it"
+    moves = sum(1 for a, b in itertools.pairwise(starts) if a != b)
+    per_turn = turn_cost(turns[0])
+    assert moves <= len(turns) * per_turn // (cap // 2) + 1, "one move per half cap of growth"
+    assert moves >= 5, "but it does move"
