@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from telegram_bot import tokens
-from telegram_bot.llm.client import cached_tokens
+from telegram_bot.llm.prompt_cache import cached_tokens
 from telegram_bot.memory.compose import RECALL_HEADER, fit_newest, turn_cost
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from tests.databases import Database, every_backend

@@ -5,7 +5,9 @@ lazily (it takes most of a second to import), warmed on a thread right after sta
 first update is not kept waiting. Retries with `Retry-After` and jittered back-off are the SDK's
 own (`OPENAI_MAX_RETRIES`). Streaming asks for usage (`stream_options.include_usage`); a server
 that rejects the option is remembered and asked without it, and usage is then estimated with
-tiktoken. Every call logs one INFO line: chat, model, tokens in/out, latency, outcome.
+tiktoken. Every call logs one INFO line: chat, model, tokens in/out (and in from the
+server's prompt cache), latency, outcome. A chat's calls carry its `prompt_cache_key`
+(`prompt_cache.py`); a server that refuses the field is remembered and asked without it.
 
 A call may carry images for the newest user turn (`vision.py` makes the parts and remembers
 the models that refuse them; the default model for such a call is VISION_MODEL).
@@ -14,8 +16,6 @@ the models that refuse them; the default model for such a call is VISION_MODEL).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import threading
 import time
@@ -37,6 +37,7 @@ from ..errors import (
     VisionRefused,
 )
 from ..models import Usage
+from .prompt_cache import cache_key, cached_tokens
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
@@ -330,30 +331,8 @@ class _Call:
         return {"prompt_cache_key": self.cache_key} if self.cache_key else {}
 
 
-def cache_key(settings: Settings, chat: str) -> str:
-    """The chat's `prompt_cache_key`: stable, so every call of a chat lands on the provider's
-    cache of its prefix, and not reversible to the chat's id (an HMAC keyed with the bot
-    token, which the model provider never sees; chat ids are small enough to guess)."""
-    secret = (settings.telegram_bot_token or str(settings.database_path)).encode()
-    digest = hmac.new(secret, f"prompt-cache:{chat}".encode(), hashlib.sha256).hexdigest()
-    return f"chat-{digest[:32]}"
-
-
 def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
-
-
-def cached_tokens(raw: Any, body: Any = None) -> int:
-    """Prompt tokens the server reports it reused from its prompt cache: OpenAI's
-    `usage.prompt_tokens_details.cached_tokens`, else llama.cpp's `timings.cache_n` (in the
-    reply's body, or a stream's last chunk); 0 when it says neither."""
-    details = raw.get("prompt_tokens_details") if isinstance(raw, dict) else None
-    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-        return max(0, details["cached_tokens"])
-    timings = body.get("timings") if isinstance(body, dict) else None
-    if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
-        return max(0, timings["cache_n"])
-    return 0
 
 
 def _usage(raw: Any, call: _Call, text: str, model: str, body: Any = None) -> tuple[Usage, bool]:
