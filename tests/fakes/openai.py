@@ -537,8 +537,10 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
                 param="messages",
             )
         chat.prompt_tokens = self.count_prompt_tokens(chat.messages, chat.model or "")
-        chat.cached_tokens = self._cached(chat)
-        return self._context_check(chat)
+        error = self._context_check(chat)
+        if error is None:  # a refused prompt is not cached
+            chat.cached_tokens = self._cached(chat)
+        return error
 
     def _cached(self, chat: ChatRequest) -> int:
         """The prompt tokens shared with the key's previous prompt, scaled to prompt_tokens."""
