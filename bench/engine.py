@@ -72,6 +72,9 @@ class Delivered:
     async def send_notice(self, text: str) -> None:
         """Nothing to deliver in this probe."""
 
+    def thinking(self, thought: str) -> None:
+        """Nor a reasoning model's thought."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Result:

@@ -169,6 +169,9 @@ class Silent:
     async def send_notice(self, text: str) -> None:
         """Nor any notice."""
 
+    def thinking(self, thought: str) -> None:
+        """Nor a reasoning model's thought."""
+
 
 @dataclass(frozen=True)
 class Result:

@@ -3,6 +3,8 @@
     python -m telegram_bot            run the bot (long polling, or a webhook with WEBHOOK_URL)
     python -m telegram_bot chat       talk to the model from the terminal, same memory
     python -m telegram_bot check      validate the settings and exit
+    python -m telegram_bot health     is the running bot taking updates? (exit 0 or 1; the
+                                      Docker image's HEALTHCHECK, `health.py`)
     python -m telegram_bot migrate-db --to postgresql://...
                                       copy the SQLite database (DATABASE_PATH) into PostgreSQL
 
@@ -96,14 +98,17 @@ def migrate_db(settings: Settings, to: str | None, source: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="telegram-bot", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "command", nargs="?", default="run", choices=("run", "chat", "check", "migrate-db")
-    )
+    commands = ("run", "chat", "check", "health", "migrate-db")
+    parser.add_argument("command", nargs="?", default="run", choices=commands)
     parser.add_argument("--to", metavar="POSTGRESQL_URL", help="migrate-db: the target database")
     parser.add_argument(
         "--from", dest="source", type=Path, metavar="SQLITE_FILE", help="migrate-db: the source"
     )
     args = parser.parse_args(argv)
+    if args.command == "health":  # before the settings: a bad one is exit 1 here, not 2
+        from .health import main as health
+
+        return health()
     migrating = args.command == "migrate-db"
     settings = _settings(
         require_token=args.command not in ("chat", "migrate-db"), require_model=not migrating
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
 
     secrets = [settings.telegram_bot_token, settings.openai_api_key]
-    for url in (settings.database_url, args.to or ""):
+    for url in (settings.database_url, settings.database_listen_url, args.to or ""):
         secrets += database_url_secrets(url)
     setup_logging(settings.log_level, secrets)
     if migrating:

@@ -69,6 +69,13 @@ def _bool(value: str) -> bool:
     raise ValueError("true or false")
 
 
+def _show_reasoning(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in {"off", "collapsed"}:
+        raise ValueError("off or collapsed")
+    return lowered
+
+
 def _url(value: str) -> str:
     stripped = value.strip()
     if not stripped.startswith(("http://", "https://")):
@@ -163,7 +170,9 @@ class Settings:
     log_level: str = _setting("LOG_LEVEL", _log_level, "INFO")
     streaming: bool = _setting("STREAMING", _bool, True)
     stream_edit_interval: float = _setting("STREAM_EDIT_INTERVAL", _float(0.05), 1.0)
-    max_output_tokens: int = _setting("MAX_OUTPUT_TOKENS", _int(16, 1_000_000), 1024)
+    # The longest answer per model call (`max_tokens`), at most half the window; an answer
+    # that reaches it is delivered with a line offering /continue.
+    max_output_tokens: int = _setting("MAX_OUTPUT_TOKENS", _int(16, 1_000_000), 4096)
     history_token_budget: int = _setting("HISTORY_TOKEN_BUDGET", _int(100), 3000)
     max_input_chars: int = _setting("MAX_INPUT_CHARS", _int(1, 1_000_000), 16_000)
     tiktoken_cache_dir: Path | None = _setting("TIKTOKEN_CACHE_DIR", Path, None)
@@ -194,6 +203,11 @@ class Settings:
     database_pool_size: int = _setting("DATABASE_POOL_SIZE", _int(1, 1000), 10)
     # PgBouncer in transaction mode between the bot and PostgreSQL: no prepared statements.
     database_pgbouncer: bool = _setting("DATABASE_PGBOUNCER", _bool, False)
+    # Several replicas on one PostgreSQL (issue 15): LISTEN needs a session of its own; behind
+    # PgBouncer in transaction mode, point this straight at PostgreSQL. Unset: DATABASE_URL.
+    database_listen_url: str = _setting("DATABASE_LISTEN_URL", parse_database_url, "", repr=False)
+    # A replica silent this long is dead: its chats and pending updates are taken over.
+    replica_lease_seconds: float = _setting("REPLICA_LEASE_SECONDS", _float(1.0), 10.0)
 
     # --- Process life: webhook mode, the durable inbox (issues 15 and 16) --------------------
     # WEBHOOK_URL set: Telegram posts updates to it (served on WEBHOOK_LISTEN:WEBHOOK_PORT at
@@ -228,6 +242,11 @@ class Settings:
     vision_model: str = _setting("VISION_MODEL", _text, "")
     # The longest text a file (text-like or PDF) may have to be read.
     max_document_chars: int = _setting("MAX_DOCUMENT_CHARS", _int(1, 10_000_000), 40_000)
+
+    # --- Reasoning models (issue 13) ---------------------------------------------------------
+    # A reasoning model's thought: off (only "Thinking…" while it thinks) or collapsed (the
+    # answer starts with the thought in a quote the reader can expand). Never stored.
+    show_reasoning: str = _setting("SHOW_REASONING", _show_reasoning, "off")
 
     # --- Bounded work (issue 16) ---------------------------------------------------------------
     # One answer, first byte to last; unset: 3 × OPENAI_TIMEOUT (which bounds each read only).

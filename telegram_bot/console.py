@@ -15,6 +15,7 @@ from typing import TextIO
 from . import tokens
 from .config import Settings
 from .engine.conversation import Conversation, Incoming
+from .engine.turns import AT_LIMIT, Reply
 from .errors import BotError
 from .llm.client import LLM
 from .memory.status import describe
@@ -22,8 +23,8 @@ from .models import CONSOLE_CHAT, Author, Status
 from .storage import open_store
 
 COMMANDS = (
-    "/reset starts over, /retry answers the last question again, /memory shows what is kept, "
-    "/exit leaves."
+    "/reset starts over, /retry answers the last question again, /continue goes on with an "
+    "answer that stopped early, /memory shows what is kept, /exit leaves."
 )
 
 
@@ -31,11 +32,21 @@ class ConsoleSink:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.printed = 0
+        self.thinking_shown = False
 
     def partial(self, text: str) -> None:
+        if self.thinking_shown and text:
+            self.out.write("\n")
+            self.thinking_shown = False
         self.out.write(text[self.printed :])
         self.out.flush()
         self.printed = len(text)
+
+    def thinking(self, thought: str) -> None:
+        if not self.thinking_shown and not self.printed:
+            self.out.write("(thinking…)")
+            self.out.flush()
+            self.thinking_shown = True
 
     async def final(self, text: str, status: Status) -> int | None:
         self.partial(text)
@@ -79,19 +90,24 @@ async def run_console(
                 count = await engine.reset(CONSOLE_CHAT)
                 out.write(f"Started a fresh conversation ({count} messages archived).\n")
                 continue
-            if text.startswith("/") and text != "/retry":
+            if text.startswith("/") and text not in {"/retry", "/continue"}:
                 # Never a question for the model: a typo'd command would cost a call.
                 out.write(f"Unknown command {text.split()[0]}. {COMMANDS}\n")
                 continue
             out.write("bot> ")
+            reply: Reply | None
             try:
                 if text == "/retry":
-                    await engine.retry(CONSOLE_CHAT, ConsoleSink(out))
+                    reply = await engine.retry(CONSOLE_CHAT, ConsoleSink(out))
+                elif text == "/continue":
+                    reply = await engine.continue_(CONSOLE_CHAT, ConsoleSink(out))
                 else:
-                    await engine.respond(
+                    reply = await engine.respond(
                         Incoming(CONSOLE_CHAT, text, Author(None, "you"), chat_kind="console"),
                         ConsoleSink(out),
                     )
+                if reply is not None and reply.at_limit:
+                    out.write(f"{AT_LIMIT}\n")
             except BotError as exc:
                 out.write(f"\n[error] {exc.user_message()}\n")
     finally:

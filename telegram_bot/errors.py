@@ -78,6 +78,14 @@ class EmptyCompletion(ModelError):
     """The model returned an empty answer. Please rephrase or try again."""
 
 
+class ThoughtTooLong(ModelError):
+    """The model spent its whole output limit thinking and wrote no answer. Please try again."""
+
+
+class NothingToContinue(BotError):
+    """Nothing to continue: my last answer here is complete."""
+
+
 class InputTooLong(BotError):
     """That message is too long for me to read. Please shorten it."""
 

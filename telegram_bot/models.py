@@ -33,7 +33,9 @@ class Status(StrEnum):
     """How a stored turn ended; only `complete` replies are certain to be whole."""
 
     COMPLETE = "complete"
-    PARTIAL = "partial"  # the model stream broke or the process stopped mid-reply
+    # the model stream broke, the process stopped mid-reply, or the answer reached the output
+    # limit (`finish_reason: length`); /continue goes on from where it stopped
+    PARTIAL = "partial"
     STOPPED = "stopped"  # the user pressed Stop / sent /stop
     FAILED = "failed"  # no text came back at all; kept for the record, never sent to the model
 
@@ -83,6 +85,7 @@ class Attachment:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, a reasoning model's thought (m012)
     # Of prompt_tokens, those the server reused from its prompt cache (as it reported them:
     # OpenAI's usage.prompt_tokens_details.cached_tokens, llama.cpp's timings.cache_n); 0 when
     # it does not say.
@@ -101,6 +104,7 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     audio_seconds: int = 0  # of speech transcribed (billed per minute, not per token)
+    reasoning_tokens: int = 0  # of completion_tokens, spent thinking (m012)
     cached_tokens: int = 0  # of prompt_tokens, served from the model server's prompt cache
 
     @property

@@ -160,7 +160,7 @@ def test_privacy_note_says_what_works_and_how_to_change_it() -> None:
 
 
 def test_each_scope_sees_the_commands_that_apply_to_it() -> None:
-    everyone = ["memory", "stop", "retry", "usage"]
+    everyone = ["memory", "stop", "retry", "continue", "usage"]
     assert [name for name, _ in menu_for(PRIVATE)] == ["help", "reset", "persona", *everyone]
     assert [name for name, _ in menu_for(GROUP)] == ["help", "ask", "persona", *everyone]
     assert [name for name, _ in menu_for(ADMIN)] == [

@@ -37,6 +37,9 @@ class Sink:
     async def send_notice(self, text: str) -> None:
         """Notices are the Telegram adapter's business; the engine tests ignore them."""
 
+    def thinking(self, thought: str) -> None:
+        """So is showing that the model thinks."""
+
 
 @pytest.fixture
 async def engine(ai: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Conversation]:

@@ -298,7 +298,7 @@ async def test_command_menu_per_scope(bot: RunningBot, tg: FakeTelegram) -> None
     def names(scope: str) -> set[str]:
         return {c["command"] for c in tg.my_commands({"type": scope})}
 
-    everyone = {"memory", "stop", "retry", "usage"}
+    everyone = {"memory", "stop", "retry", "continue", "usage"}
     assert names("all_private_chats") == {"help", "reset", "persona", *everyone}
     assert names("all_group_chats") == {"help", "ask", "persona", *everyone}
     assert names("all_chat_administrators") == {"help", "ask", "reset", "persona", *everyone}

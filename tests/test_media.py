@@ -12,7 +12,12 @@ import pytest
 
 from tests.fakes import Error, FakeOpenAI, FakeTelegram
 from tests.fakes import media_files as files
-from tests.fakes._openai_media import llama_cpp_python_refusal, llama_server_refusal
+from tests.fakes._openai_media import (
+    WHISPER_CPP_HEADERS,
+    WHISPER_CPP_UNREADABLE,
+    llama_cpp_python_refusal,
+    llama_server_refusal,
+)
 from tests.harness import RunningBot, eventually
 from tests.test_private_chat import ALICE, final_messages
 
@@ -99,6 +104,49 @@ async def test_a_failing_transcription_service_gets_one_line(
     assert ai.requests == [] and db("SELECT * FROM messages") == []
 
 
+async def test_whisper_cpps_segment_lines_make_one_sentence_again(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    # whisper.cpp's server (README's recipe, timestamps on) cuts its text into segments of at
+    # most 60 characters, each written as " text\n": a line break in mid-sentence.
+    ai.enqueue_transcription(
+        " Hello, I wanted to ask you about the weather tomorrow in\n Paris and also London.\n"
+    )
+    ai.enqueue("Sunny.")
+    tg.send_voice(ALICE, VOICE, duration=6, user_id=ALICE)
+    await texts_after(tg, 2)
+    said = "Hello, I wanted to ask you about the weather tomorrow in Paris and also London."
+    assert ai.requests[0].messages[-1] == {"role": "user", "content": said}
+    assert db("SELECT text FROM messages WHERE role = 'user'") == [(said,)]
+
+
+async def test_whisper_cpps_refusals_tell_the_owner_which_flag_is_missing(
+    bot: RunningBot,
+    tg: FakeTelegram,
+    ai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="telegram_bot")
+    # Started without --convert, whisper-server cannot read OGG/Opus and says only this.
+    ai.enqueue_transcription(
+        Error(400, raw_body=WHISPER_CPP_UNREADABLE, headers=WHISPER_CPP_HEADERS)
+    )
+    tg.send_voice(ALICE, VOICE, duration=3, user_id=ALICE)
+    [line] = await texts_after(tg, 1)
+    assert "couldn't transcribe" in line
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("HTTP 400" in m and "--convert" in m for m in logged), logged
+    # Started without --inference-path, it serves only /inference.
+    caplog.clear()
+    missing = "File Not Found (/v1/audio/transcriptions)"
+    ai.enqueue_transcription(Error(404, raw_body=missing, headers=WHISPER_CPP_HEADERS))
+    tg.send_voice(ALICE, VOICE, duration=3, user_id=ALICE)
+    assert "no speech-to-text service is set up" in (await texts_after(tg, 2))[-1]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("--inference-path /v1/audio/transcriptions" in m for m in logged), logged
+    assert ai.requests == []
+
+
 async def test_silence_gets_one_line_and_no_model_call(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:
@@ -107,6 +155,27 @@ async def test_silence_gets_one_line_and_no_model_call(
     [line] = await texts_after(tg, 1)
     assert "couldn't hear any words" in line
     assert ai.requests == []
+
+
+async def test_whisper_cpps_blank_audio_marker_is_silence_not_words(
+    bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    # whisper.cpp's server with its English models answers a silent recording with the
+    # model's "[BLANK_AUDIO]", a space before each segment and a newline after it
+    # (tests/real/test_whisper_voice.py has the real server say so).
+    # (Whisper models also caption a pause "[ Silence ]" or "(silence)".)
+    ai.enqueue_transcription(" [BLANK_AUDIO]\n [ Silence ]\n (silence)\n")
+    tg.send_voice(ALICE, VOICE, duration=2, user_id=ALICE)
+    [line] = await texts_after(tg, 1)
+    assert "couldn't hear any words" in line
+    assert ai.requests == [], "the marker never reaches the model as the user's words"
+    # Speech, then a silent stretch: the words are kept, the marker is not.
+    ai.enqueue_transcription(" Call me at noon.\n [BLANK_AUDIO]\n")
+    ai.enqueue("Will do.")
+    tg.send_voice(ALICE, VOICE, duration=9, user_id=ALICE)
+    heard, answer = (await texts_after(tg, 3))[-2:]
+    assert (heard, answer) == ("🎤 “Call me at noon.”", "Will do.")
+    assert ai.requests[0].messages[-1] == {"role": "user", "content": "Call me at noon."}
 
 
 async def test_a_voice_note_over_the_limit_is_refused_before_downloading(

@@ -379,16 +379,42 @@ async def test_transcribed_seconds_are_booked_beside_the_tokens(store: Store) ->
     assert await store.top_chats(DAY, DAY, 1) == [(42, UsageTotals(2, 100, 20, 42))]
 
 
+async def test_reasoning_tokens_are_booked_beside_the_tokens_and_follow_a_moved_chat(
+    store: Store,
+) -> None:
+    """m012/p009: how many of the completion tokens a reasoning model spent thinking."""
+    question = (await store.add_user_turn(said("question", tg=5))).id
+    usage = Usage(100, 50, reasoning_tokens=30)
+    reply = NewTurn(CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, model="m", usage=usage)
+    await store.add_reply(reply, user_id=7, day=DAY)
+    await store.record_usage(CHAT, 7, DAY, 10, 8, reasoning_tokens=5)
+    totals = UsageTotals(2, 110, 58, reasoning_tokens=35)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == totals
+    assert await store.top_chats(DAY, DAY, 1) == [(CHAT.chat_id, totals)]
+    await store.record_usage(-1, 7, DAY, 10, 8, reasoning_tokens=5)
+    await store.record_usage(-2, 7, DAY, 10, 8, reasoning_tokens=2)
+    await store.move_chat(-1, -2)
+    moved = await store.usage_totals(DAY, DAY, chat_id=-2)
+    assert moved == UsageTotals(2, 20, 16, reasoning_tokens=7)
+
+
 async def test_cached_prompt_tokens_are_booked_beside_the_prompt_tokens(store: Store) -> None:
     question = (await store.add_user_turn(said("question", tg=5))).id
     reply = NewTurn(
-        CHAT, Role.ASSISTANT, "answer", 3, reply_to=question, usage=Usage(1000, 20, 900)
+        CHAT,
+        Role.ASSISTANT,
+        "answer",
+        3,
+        reply_to=question,
+        usage=Usage(1000, 20, cached_tokens=900),
     )
     await store.add_reply(reply, user_id=7, day=DAY)
     await store.record_usage(CHAT, None, DAY, 300, 30, cached_tokens=200)  # a summary
     await store.record_usage(CHAT, 7, DAY, 100, 10)  # a server that does not say
-    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(2, 1100, 30, 0, 900)
-    mine = UsageTotals(3, 1400, 60, 0, 1100)
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(
+        2, 1100, 30, cached_tokens=900
+    )
+    mine = UsageTotals(3, 1400, 60, cached_tokens=1100)
     assert await store.usage_totals(DAY, DAY, chat_id=CHAT.chat_id) == mine
     assert await store.top_chats(DAY, DAY, 1) == [(CHAT.chat_id, mine)]
     await store.move_chat(CHAT.chat_id, 43)

@@ -14,6 +14,7 @@ for several replicas implements the same three and is passed to the engine in a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -65,6 +66,29 @@ class RunningReplies(Protocol):
 class RateWindow(Protocol):
     async def take(self, user_id: int) -> float | None:
         """Counts one message; None if allowed, else seconds until a slot frees up."""
+        ...
+
+
+class Replica(Protocol):
+    """This process among several replicas (`postgres.py`): started after the store opens and
+    before any update is kept, closed before the store closes."""
+
+    lease: float  # seconds: a replica silent this long is dead, and what it held is free
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def pending_before(self, chat: ChatKey, update_id: int) -> list[int]:
+        """The chat's inbox updates before `update_id` that no replica has handled yet."""
+        ...
+
+    def signal(self, chat: ChatKey) -> asyncio.Event:
+        """Set at the chat's next change (its turn given back, its updates marked done)."""
+        ...
+
+    async def should_answer(self, key: object) -> bool:
+        """Refusal pacing across replicas: True at most once per REFUSAL_INTERVAL per key."""
         ...
 
 

@@ -89,6 +89,14 @@ class RefusalLimiter:
     interval: float
     clock: Callable[[], float] = time.monotonic
     _last: dict[Hashable, float] = field(default_factory=dict)
+    # Several replicas: the decision is the database's (coordination/postgres.py).
+    shared: Callable[[Hashable], Awaitable[bool]] | None = None
+
+    async def answer_now(self, key: Hashable) -> bool:
+        """`should_answer`, across every replica when `shared` is set."""
+        if self.shared is not None:
+            return await self.shared(key)
+        return self.should_answer(key)
 
     def should_answer(self, key: Hashable) -> bool:
         now = self.clock()

@@ -10,7 +10,8 @@ failure can lose it), overheard group chatter, the chat's persona, /retry and /r
 What must hold across every turn of the bot is behind `Coordination` (in process memory by
 default, shared by replicas otherwise): one chat's turns run one at a time, in order, while
 different chats never wait for each other; running replies can be stopped from anywhere; the
-per-minute rate window. The model call itself is `generation.ReplyWriter`. Old turns are
+per-minute rate window. The model call itself is `generation.ReplyWriter`; /continue (the rest
+of an answer that stopped early, `continuation.py`) is a call of it too. Old turns are
 folded into the summary after the reply is out, still in the chat's turn, so the chat's next
 message sees the result and no reply ever waits for a summary.
 
@@ -29,13 +30,21 @@ from typing import TYPE_CHECKING
 from .. import tokens
 from ..coordination import Coordination, StopOutcome
 from ..coordination.local import local_coordination
-from ..errors import InputTooLong, LimitReached, NothingToRetry, NotYourQuestion, PromptTooLong
+from ..errors import (
+    InputTooLong,
+    LimitReached,
+    NothingToContinue,
+    NothingToRetry,
+    NotYourQuestion,
+    PromptTooLong,
+)
 from ..llm.transcription import Transcriber
 from ..llm.vision import Picture
 from ..memory.assembler import Memory
 from ..memory.compaction import Compactor
 from ..memory.status import MemoryStatus, memory_status
 from ..models import Author, ChatKey, MessageKind, NewTurn, Role, Status, StoredTurn, Turn, Usage
+from .continuation import Continuation, continuable
 from .generation import Progress, ReplyWriter
 from .limits import Limits
 from .media import MediaReader, Prepared, placeholder
@@ -47,6 +56,10 @@ if TYPE_CHECKING:
     from ..storage import Store
 
 log = logging.getLogger(__name__)
+
+# Answers a crash may have left stored but unsent that are sent as they are: complete ones, and
+# partial ones (one that reached the output limit is whole up to there; /continue goes on).
+_WHOLE = (Status.COMPLETE, Status.PARTIAL)
 
 
 class Conversation:
@@ -249,7 +262,7 @@ class Conversation:
                 and not await may_retry_others()
             ):
                 raise NotYourQuestion()
-            if old and old[-1].undelivered and old[-1].status is Status.COMPLETE:
+            if old and old[-1].undelivered and old[-1].status in _WHOLE:
                 return await self._send_again(old[-1], question.id, sink)
             # Usage is booked on whoever asked for the retry.
             author = Author(by_user, question.author.name if question.author else "")
@@ -283,6 +296,57 @@ class Conversation:
             await self.compactor.maintain(chat, persona)
             return reply
 
+    # -- /continue -----------------------------------------------------------------------
+
+    async def continue_(
+        self,
+        chat: ChatKey,
+        sink: ReplySink,
+        by_user: int | None = None,
+        *,
+        may_continue_others: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Reply:
+        """Goes on with the chat's last answer where it stopped (the output limit, a stop, a
+        broken stream): the rest is delivered as new messages, and the whole answer is stored
+        in place of the cut one (archived, linked to it as /retry does), so the model later
+        reads one answer. NothingToContinue when the last answer is complete or there is none;
+        in a group only the person who asked, or an admin (`may_continue_others`), as /retry.
+        A cut answer that was never delivered is sent as it is first, without the model.
+        """
+        async with self.coordination.turns.hold(chat):
+            exchange = await self.store.last_exchange(chat)
+            if exchange is None or not exchange[1] or not continuable(exchange[1][-1]):
+                raise NothingToContinue()
+            question, old = exchange
+            asker = question.author.user_id if question.author else None
+            if (
+                may_continue_others is not None
+                and asker not in (None, by_user)
+                and not await may_continue_others()
+            ):
+                raise NotYourQuestion()
+            answer = old[-1]
+            if answer.undelivered:  # the user has not seen it: that first, /continue again
+                return await self._send_again(answer, question.id, sink)
+            author = Author(by_user, question.author.name if question.author else "")
+            await self._check_limits(author, chat)
+            incoming = Incoming(chat, question.text, author, question.tg_message_id)
+            persona = (await self.persona(chat)).text
+            model = self.settings.openai_model
+            continuing = Continuation.of(answer.text, self.memory.limit() // 2, model)
+            log.info("chat=%s continuing answer %d", chat, answer.id)
+            reply = await self.writer.write(
+                incoming,
+                persona,
+                sink,
+                question.id,
+                [turn.id for turn in old],
+                question,
+                continuing=continuing,
+            )
+            await self.compactor.maintain(chat, persona)
+            return reply
+
     async def _unsent_answer(self, chat: ChatKey, question_id: int) -> Turn | None:
         """The complete answer to this question, stored but never confirmed sent, if it is the
         conversation's last exchange: what a crash between storing and sending leaves, which
@@ -291,7 +355,7 @@ class Conversation:
         if exchange is None or exchange[0].id != question_id or not exchange[1]:
             return None
         answer = exchange[1][-1]
-        return answer if answer.undelivered and answer.status is Status.COMPLETE else None
+        return answer if answer.undelivered and answer.status in _WHOLE else None
 
     async def _send_again(self, answer: Turn, question_id: int, sink: ReplySink) -> Reply:
         """Delivers a stored answer the chat never received, as it is (nothing new is stored)."""

@@ -10,6 +10,12 @@ from the server raises the learned token factor and retries once with a squeezed
 reply is stored once, when it is complete or cut short, together with what it cost
 (`Store.add_reply`), so the database never holds a half-written turn; it is stored before it
 is delivered, marked undelivered until the sink has delivered it (`Store.mark_delivered`).
+
+An answer that reaches the output limit (`finish_reason: length`) is kept and stored as
+`partial`, and the `Reply` says so (`at_limit`), so the adapter can offer /continue; a
+continuation (`continuation.py`) streams only the new text and stores the whole answer in place
+of the cut one. A reasoning model's thought goes to the sink (`ReplySink.thinking`), never into
+the stored reply.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from ..errors import (
 from ..llm.vision import Picture, image_tokens
 from ..memory.compose import Prompt, Unfolded
 from ..models import NewTurn, Role, Status, Turn, Usage
+from .continuation import Continuation
 from .turns import Incoming, Reply, ReplySink
 
 if TYPE_CHECKING:
@@ -54,6 +61,7 @@ class Progress:
     """What a model call has produced so far: enough to store and book a reply cut short."""
 
     text: str = ""
+    thought: str = ""  # a reasoning model's, never stored as the reply
     prompt_tokens: int = 0
     unfolded: Unfolded | None = None  # the last prompt's view of the unsummarised turns
 
@@ -115,13 +123,15 @@ class ReplyWriter:
         progress: Progress | None = None,
         pictures: Sequence[Picture] = (),
         hint: str = "",
+        continuing: Continuation | None = None,
     ) -> Reply:
         """Calls the model and stores its reply, however the call ends. `pictures` go with
         the user's message in this call only (`hint`: what to do with them, no caption). The
         answer is cut short at MAX_ANSWER_CHARS or ANSWER_TIMEOUT, like a stop, whatever the
-        server does."""
+        server does. `continuing`: the model goes on with that answer so far; only the new
+        text reaches the sink, the joined answer is stored (it `replaces` the cut one)."""
         progress = progress or Progress()
-        media = _Media(tuple(pictures), hint)
+        media = _Media(tuple(pictures), hint, continuing)
         request = _StopRequest()
         limit = self.settings.answer_chars
 
@@ -132,17 +142,34 @@ class ReplyWriter:
             progress.text = text
             sink.partial(text)
 
+        def on_thought(thought: str) -> None:
+            progress.thought = thought
+            sink.thinking(thought)
+
         def finish(text: str, status: Status) -> Awaitable[Reply]:
-            usage = self._estimate(progress.prompt_tokens, text)
+            usage = self._estimate(progress.prompt_tokens, text, progress.thought)
             return self._finish(
-                incoming, text, status, sink, user_turn_id, usage=usage, replaces=replaces
+                incoming,
+                text,
+                status,
+                sink,
+                user_turn_id,
+                usage=usage,
+                replaces=replaces,
+                continuing=continuing,
             )
 
         try:
             completion = await self._stoppable(
                 incoming,
                 lambda: self._ask(
-                    incoming, persona, user_turn_id, on_text, progress, question, media
+                    incoming,
+                    persona,
+                    user_turn_id,
+                    (on_text, on_thought),
+                    progress,
+                    question,
+                    media,
                 ),
                 request,
             )
@@ -171,15 +198,21 @@ class ReplyWriter:
             if stop.status is Status.PARTIAL:
                 raise ReplyInterrupted() from None
             return reply
+        if completion.thought and completion.thought != progress.thought:  # not streamed
+            sink.thinking(completion.thought)
+        if completion.at_limit:
+            log.info("chat=%s answer reached the output limit", incoming.chat)
         return await self._finish(
             incoming,
             completion.text,
-            Status.COMPLETE,
+            Status.PARTIAL if completion.at_limit else Status.COMPLETE,
             sink,
             user_turn_id,
             usage=completion.usage,
             model=completion.model,
             replaces=replaces,
+            continuing=continuing,
+            at_limit=completion.at_limit,
         )
 
     async def _ask(
@@ -187,7 +220,7 @@ class ReplyWriter:
         incoming: Incoming,
         persona: str,
         turn_id: int,
-        on_text: OnText,
+        listeners: tuple[OnText, OnText],
         progress: Progress,
         question: Turn | None = None,
         media: _Media | None = None,
@@ -202,7 +235,7 @@ class ReplyWriter:
             chat, persona, turn_id=turn_id, question=question, attached=attached
         )
         try:
-            return await self._call(incoming, prompt, on_text, progress, media)
+            return await self._call(incoming, prompt, listeners, progress, media)
         except ContextTooLong:
             log.warning(
                 "chat=%s context length exceeded at %d counted tokens; retrying smaller",
@@ -215,23 +248,27 @@ class ReplyWriter:
             prompt = await self.memory.prompt(
                 chat, persona, squeeze=0.5, turn_id=turn_id, question=question, attached=attached
             )
-            return await self._call(incoming, prompt, on_text, progress, media)
+            return await self._call(incoming, prompt, listeners, progress, media)
 
     async def _call(
         self,
         incoming: Incoming,
         prompt: Prompt,
-        on_text: OnText,
+        listeners: tuple[OnText, OnText],
         progress: Progress,
         media: _Media,
     ) -> Completion:
         progress.prompt_tokens = prompt.tokens
         progress.unfolded = prompt.unfolded
+        messages = prompt.messages
+        if media.continuing is not None:  # counted in the prompt's tokens (`attached`)
+            messages = [*messages, *media.continuing.messages()]
         completion = await self.llm.chat(
-            prompt.messages,
+            messages,
             max_tokens=self.memory.max_output_tokens,
             stream=self.settings.streaming,
-            on_text=on_text,
+            on_text=listeners[0],
+            on_thought=listeners[1],
             label=str(incoming.chat),
             images=media.pictures,
             hint=media.hint,
@@ -269,9 +306,11 @@ class ReplyWriter:
             deadline.cancel()
             await self.replies.end(incoming.chat)
 
-    def _estimate(self, prompt_tokens: int, text: str) -> Usage:
+    def _estimate(self, prompt_tokens: int, text: str, thought: str = "") -> Usage:
         """Tokens of a call that ended early (the server's count never arrived)."""
-        return Usage(prompt_tokens, tokens.count_text(text, self.settings.openai_model))
+        model = self.settings.openai_model
+        thinking = tokens.count_text(thought, model) if thought else 0
+        return Usage(prompt_tokens, tokens.count_text(text, model) + thinking, thinking)
 
     async def _finish(
         self,
@@ -284,9 +323,13 @@ class ReplyWriter:
         usage: Usage | None = None,
         model: str | None = None,
         replaces: Sequence[int] = (),
+        continuing: Continuation | None = None,
+        at_limit: bool = False,
     ) -> Reply:
         """Stores the reply (marked undelivered), delivers it, then marks it delivered: a
-        delivery that fails or waits, or a crash in between, never loses the answer."""
+        delivery that fails or waits, or a crash in between, never loses the answer. A
+        continuation delivers its new text and stores the whole answer."""
+        shown, text = continuing.join(text) if continuing else (text, text)
         count = tokens.count_message(text, self.settings.openai_model)
         author_id = incoming.author.user_id if incoming.author else None
         turn_id: int | None = None
@@ -313,26 +356,33 @@ class ReplyWriter:
         except StorageError as exc:  # logged by the store; the answer still goes out
             if turn_id is None:
                 unsaved = exc
-        message_id = await sink.final(text, status)
+        message_id = await sink.final(shown, status)
         if unsaved is not None:
             raise AnswerNotSaved() from unsaved
         if turn_id is not None:
             with contextlib.suppress(StorageError):  # logged; /retry would send it again
                 await self.store.mark_delivered(turn_id, message_id)
-        return Reply(text, status, usage or Usage(), user_turn_id, turn_id, message_id, count)
+        return Reply(
+            text, status, usage or Usage(), user_turn_id, turn_id, message_id, count, at_limit
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class _Media:
-    """The images of one call and what the model is asked to do with them."""
+    """What goes with the stored turns in this one call: the images and what the model is
+    asked to do with them, or the answer it is asked to continue."""
 
     pictures: tuple[Picture, ...] = ()
     hint: str = ""
+    continuing: Continuation | None = None  # the answer so far, after the question
 
     def tokens(self, model: str) -> int:
+        """What the call adds to the stored turns' prompt: images, their hint, and the
+        answer being continued."""
+        cost = self.continuing.cost(model) if self.continuing else 0
         if not self.pictures:
-            return 0
-        cost = sum(image_tokens(model, p.width, p.height) for p in self.pictures)
+            return cost
+        cost += sum(image_tokens(model, p.width, p.height) for p in self.pictures)
         return cost + (tokens.count_text(self.hint, model) + 1 if self.hint else 0)
 
 

@@ -7,6 +7,9 @@ from typing import Protocol
 
 from ..models import Attachment, Author, ChatKey, MessageKind, Status, Usage
 
+# Below an answer that reached the output limit (`Reply.at_limit`).
+AT_LIMIT = "The answer reached the length limit. Send /continue for the rest."
+
 
 class ReplySink(Protocol):
     """Where a reply goes: a Telegram chat, a terminal, a test."""
@@ -19,6 +22,11 @@ class ReplySink(Protocol):
 
     async def send_notice(self, text: str) -> None:
         """A short line after the reply (an error, or the confirmation of a stop)."""
+
+    def thinking(self, thought: str) -> None:
+        """A reasoning model's thought so far (before the answer; called often, must not
+        block): the sink shows that the model is thinking, and may show the thought with the
+        answer (SHOW_REASONING). Never part of the answer."""
 
 
 class MediaSource(Protocol):
@@ -63,6 +71,7 @@ class Reply:
     turn_id: int | None
     message_id: int | None
     tokens: int = 0  # the stored reply's token count (0 when nothing was stored)
+    at_limit: bool = False  # it reached the output limit unfinished: /continue goes on
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,10 @@ server's prompt cache), latency, outcome. A chat's calls carry its `prompt_cache
 
 A call may carry images for the newest user turn (`vision.py` makes the parts and remembers
 the models that refuse them; the default model for such a call is VISION_MODEL).
+
+A reasoning model's thought (inline `<think>…</think>`, or `reasoning_content` / `reasoning`
+deltas) is kept apart from the answer (`reasoning.py`): `Completion.text` is the answer only,
+`Completion.thought` the thought, reported as it grows through `on_thought`.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from ..errors import (
     ModelStreamInterrupted,
     ModelTimeout,
     ModelUnavailable,
+    ThoughtTooLong,
     VisionRefused,
 )
 from ..models import Usage
+from .chunks import StreamReader, reasoning_of
 from .prompt_cache import cache_key, cached_tokens
+from .reasoning import split_thought
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
@@ -65,6 +72,12 @@ class Completion:
     model: str
     finish_reason: str | None
     usage_estimated: bool = False
+    thought: str = ""  # a reasoning model's thought: never part of the answer
+
+    @property
+    def at_limit(self) -> bool:
+        """The answer stopped at the output limit (`max_tokens`), unfinished."""
+        return self.finish_reason == "length"
 
 
 class LLM:
@@ -162,8 +175,10 @@ class LLM:
         images: Sequence[Picture] = (),
         hint: str = "",
         cache_for: str = "",
+        on_thought: OnText | None = None,
     ) -> Completion:
-        """Runs one chat completion; `on_text` receives the accumulated text as it streams.
+        """Runs one chat completion; `on_text` receives the accumulated answer as it streams,
+        `on_thought` a reasoning model's accumulated thought (never part of the answer).
 
         `images` go on the last message as image parts (with `hint` after its text); a model
         that refuses them raises VisionRefused, now and for every later call with images.
@@ -184,12 +199,14 @@ class LLM:
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
-                result = await self._stream(call, model, max_tokens, on_text)
+                result = await self._stream(call, model, max_tokens, on_text, on_thought)
             else:
                 result = await self._complete(call, model, max_tokens)
             if not result.text.strip():
                 outcome = "empty"
-                raise EmptyCompletion()
+                raise ThoughtTooLong() if result.thought and result.at_limit else EmptyCompletion()
+            if result.at_limit:
+                outcome = "length"
             return result
         except ModelError as exc:
             if outcome == "ok":
@@ -211,12 +228,13 @@ class LLM:
             usage = result.usage if result else Usage()
             log.info(
                 "model call chat=%s model=%s prompt_tokens=%d cached_tokens=%d "
-                "completion_tokens=%d latency_ms=%d outcome=%s",
+                "completion_tokens=%d reasoning_tokens=%d latency_ms=%d outcome=%s",
                 label,
                 model,
                 usage.prompt_tokens,
                 usage.cached_tokens,
                 usage.completion_tokens,
+                usage.reasoning_tokens,
                 (time.perf_counter() - started) * 1000,
                 outcome,
             )
@@ -252,11 +270,13 @@ class LLM:
             log.warning("The model server answered with something that is not JSON")
             raise ModelUnavailable()
         choices = response.get("choices") or [{}]
-        text = (choices[0].get("message") or {}).get("content") or ""
+        message = choices[0].get("message") or {}
+        text, thought = split_thought(message.get("content") or "")
+        thought = reasoning_of(message) or thought
         finish = choices[0].get("finish_reason")
-        usage, estimated = _usage(response.get("usage"), call, text, model, response)
+        usage, estimated = _usage(response.get("usage"), call, text, model, thought, response)
         log.debug("completion model=%s finish=%s", model, finish)
-        return Completion(text, usage, model, finish, estimated)
+        return Completion(text, usage, model, finish, estimated, thought)
 
     async def _stream(
         self,
@@ -264,6 +284,7 @@ class LLM:
         model: str,
         max_tokens: int | None,
         on_text: OnText | None,
+        on_thought: OnText | None = None,
     ) -> Completion:
         base = self._settings.openai_base_url
         extra: dict[str, Any] = _limit(max_tokens)
@@ -277,45 +298,27 @@ class LLM:
             if "stream_options" in extra and "stream_options" in str(exc):
                 log.info("The model server rejects stream_options; usage will be estimated")
                 self._no_stream_options.add(base)
-                return await self._stream(call, model, max_tokens, on_text)
+                return await self._stream(call, model, max_tokens, on_text, on_thought)
             raise translate(exc, self._settings, images=bool(call.images)) from exc
-        parts: list[str] = []
-        finish: str | None = None
-        raw_usage: Any = None
-        raw_timings: Any = None
+        reader = StreamReader(on_text, on_thought)
+        timings: Any = None
         try:
             async for chunk in stream:
-                if chunk.get("usage") is not None:
-                    raw_usage = chunk["usage"]
-                if chunk.get("timings") is not None:  # llama-server: in the last chunk
-                    raw_timings = chunk
-                if not chunk.get("choices"):
-                    continue
-                choice = chunk["choices"][0]
-                content = (choice.get("delta") or {}).get("content")
-                if content is not None and not isinstance(content, str):
-                    # Joining it would raise TypeError and lose the text so far.
-                    log.warning(
-                        "The model server sent a delta whose content is not text: %.80r", content
-                    )
-                    raise ModelError()  # below: the text so far is kept, as for a broken stream
-                if content:
-                    parts.append(content)
-                    if on_text is not None:
-                        on_text("".join(parts))
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                reader.read(chunk)
+                if chunk.get("timings") is not None:  # llama-server: the last chunk
+                    timings = chunk
         except Exception as exc:
             error = translate(exc, self._settings)
-            raise ModelStreamInterrupted("".join(parts)) if parts else error from exc
+            text = reader.answer()
+            raise ModelStreamInterrupted(text) if text else error from exc
         finally:
             await stream.close()
-        text = "".join(parts)
-        if finish is None and raw_usage is None:
+        text = reader.answer()
+        if reader.finish is None and reader.usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
             raise ModelStreamInterrupted(text) if text else ModelUnavailable()
-        usage, estimated = _usage(raw_usage, call, text, model, raw_timings)
-        return Completion(text, usage, model, finish, estimated)
+        usage, estimated = _usage(reader.usage, call, text, model, reader.thought, timings)
+        return Completion(text, usage, model, reader.finish, estimated, reader.thought)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,19 +338,34 @@ def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
 
 
-def _usage(raw: Any, call: _Call, text: str, model: str, body: Any = None) -> tuple[Usage, bool]:
+def _usage(
+    raw: Any, call: _Call, text: str, model: str, thought: str = "", body: Any = None
+) -> tuple[Usage, bool]:
+    """The call's usage as the server reported it, else estimated (a thought counts as output
+    and as reasoning tokens); with the prompt tokens it served from its cache (`body`: the
+    reply or the stream's last chunk, where llama.cpp puts its `timings`)."""
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
-        prompt = int(raw["prompt_tokens"])
-        cached = min(prompt, cached_tokens(raw, body))
-        return Usage(prompt, int(raw.get("completion_tokens") or 0), cached), False
+        details = raw.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        if not reasoning and thought:  # a server that does not count them apart
+            reasoning = tokens.count_text(thought, model)
+        usage = Usage(
+            int(raw["prompt_tokens"]),
+            int(raw.get("completion_tokens") or 0),
+            reasoning_tokens=int(reasoning or 0),
+            cached_tokens=min(int(raw["prompt_tokens"]), cached_tokens(raw, body)),
+        )
+        return usage, False
     prompt = tokens.count_messages(call.messages, model)
     prompt += sum(image_tokens(model, p.width, p.height) for p in call.images)
     if call.images:  # the last message's text is in its parts, which count_messages skips
         prompt += sum(
             tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
         )
+    reasoning = tokens.count_text(thought, model) if thought else 0
     # A server that reports no usage may still say what it took from its cache (timings).
-    return Usage(prompt, tokens.count_text(text, model), cached_tokens(None, body)), True
+    completion = tokens.count_text(text, model) + reasoning
+    return Usage(prompt, completion, reasoning, cached_tokens(None, body)), True
 
 
 def translate(exc: BaseException, settings: Settings, *, images: bool = False) -> ModelError:

@@ -6,24 +6,52 @@ TRANSCRIPTION_API_KEY (default: OPENAI_API_KEY); its own `AsyncOpenAI` is made o
 recording, so a bot nobody sends voice to never builds it. A server with no such endpoint
 (Ollama answers 404) or that refuses the key is a setting to fix: the user gets one line, the
 log says what to set. Every call logs one INFO line, like a chat call.
+
+What a server answers is cleaned into the words heard. Silence is not always an empty text:
+whisper.cpp's server with its English models answers `[BLANK_AUDIO]` (one per silent segment,
+also after real words), and Whisper models caption a pause `[ Silence ]` or `(silence)`; those
+markers are removed, so a silent recording gives "" (the caller's one line, no model call).
+whisper.cpp also writes one line per segment, cut at 60 characters even mid-sentence: lines
+that begin a new word are joined again. Its errors do not say what is wrong (a 400 "Invalid
+request" for audio it cannot read, a plain 404 off its one path), but it names itself
+(`Server: whisper.cpp`), so the log names the flag to set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import MediaError, TranscriptionFailed, TranscriptionUnavailable
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+    from openai import APIStatusError, AsyncOpenAI
 
     from ..config import Settings
 
 log = logging.getLogger(__name__)
+
+# A line break before a word: whisper.cpp's segment boundary.
+_SEGMENT_BREAK = re.compile(r"\n(?=[ \t])")
+# What Whisper servers write for a stretch with no speech (removed wherever they are, any case).
+_SILENCE_MARKERS = re.compile(r"\[\s*blank[_ ]audio\s*\]|[\[(]\s*silence\s*[\])]", re.IGNORECASE)
+
+
+def _is_whisper_cpp(exc: APIStatusError) -> bool:
+    """Whether the answer came from whisper.cpp's server (it names itself in `Server`)."""
+    return exc.response.headers.get("server", "").lower() == "whisper.cpp"
+
+
+def words_heard(text: str) -> str:
+    """The transcript without silence markers and surrounding whitespace ("" for silence), its
+    segments joined again where a server broke lines between words (whisper.cpp writes each
+    segment, at most 60 characters, as " text\\n")."""
+    return _SEGMENT_BREAK.sub("", _SILENCE_MARKERS.sub("", text)).strip()
 
 
 class Transcriber:
@@ -65,7 +93,7 @@ class Transcriber:
                 model=model, file=(filename, data, mime), response_format="json"
             )
             text = getattr(result, "text", result)
-            return text.strip() if isinstance(text, str) else ""
+            return words_heard(text) if isinstance(text, str) else ""
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -104,6 +132,15 @@ class Transcriber:
                     url,
                     self._settings.transcription_model,
                 )
+            elif _is_whisper_cpp(exc):
+                log.error(
+                    "whisper.cpp's server at %s serves speech to text on its --inference-path "
+                    "only (default /inference; HTTP %s here): start it with --inference-path "
+                    "%s, or point TRANSCRIPTION_BASE_URL elsewhere",
+                    url,
+                    exc.status_code,
+                    urlsplit(url).path,
+                )
             else:
                 log.error(
                     "There is no speech-to-text endpoint at %s (HTTP %s; Ollama has none): set "
@@ -114,7 +151,18 @@ class Transcriber:
                     exc.status_code,
                 )
             return TranscriptionUnavailable()
-        if isinstance(exc, openai.APIStatusError):
+        if (
+            isinstance(exc, openai.APIStatusError)
+            and exc.status_code == 400
+            and _is_whisper_cpp(exc)
+        ):
+            log.warning(
+                "whisper.cpp's server could not read the recording (HTTP 400: %s): Telegram "
+                "sends OGG/Opus, which it reads only when started with --convert (and ffmpeg "
+                "installed)",
+                exc.response.text[:200],
+            )
+        elif isinstance(exc, openai.APIStatusError):
             log.warning("The speech-to-text server failed (HTTP %s): %s", exc.status_code, exc)
         else:
             log.warning("The speech-to-text server is unreachable: %s", type(exc).__name__)

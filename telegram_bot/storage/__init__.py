@@ -4,12 +4,14 @@ The bot talks to storage only through `Store`, a small Protocol, so every backen
 same tests in `tests/test_store.py`, which are parametrised over them. SQLite (`sqlite/`) is
 the embedded default; PostgreSQL (`postgres/`) is for a database shared by several replicas. The
 methods are what the bot does with its data, not tables: each is one atomic step, and a
-message's hot path is three of them (`add_user_turn`, `backlog`, `add_reply`).
+message's hot path is four of them (`add_user_turn`, `get_persona`, `backlog`, `add_reply`;
+`search_turns` too when older turns exist).
 
 The inbox (`inbox_add`, `inbox_done`, `inbox_pending`) keeps every raw update from before
 Telegram is told it arrived until it has been handled, so a crash loses nothing acknowledged.
-It is shaped for replicas too: adding says which updates are new (the caller's to handle),
-and a backend for several processes can lease those to the process that added them.
+It is shaped for replicas too: adding says which updates are new (the caller's to handle);
+on PostgreSQL each is owned by the replica that added it, and a dead replica's are handed to
+a live one by `inbox_pending`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Store(Protocol):
         completion_tokens: int,
         *,
         audio_seconds: int = 0,
+        reasoning_tokens: int = 0,
         cached_tokens: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
@@ -104,9 +107,11 @@ class Store(Protocol):
         `user_id` None is usage no user caused (summaries); it still counts for the chat.
         `audio_seconds` books a transcription (m008's `usage.audio_seconds`: speech-to-text is
         billed by the second); `usage_totals` and `top_chats` sum it into
-        `UsageTotals.audio_seconds`. `cached_tokens` are those of `prompt_tokens` the server
-        served from its prompt cache (m011 / p008), summed into `UsageTotals.cached_tokens`;
-        `add_reply` books the reply's `usage.cached_tokens` the same way.
+        `UsageTotals.audio_seconds`. `reasoning_tokens` (m012) is how many of the completion
+        tokens a reasoning model spent thinking (`UsageTotals.reasoning_tokens`; `add_reply`
+        books its `turn.usage.reasoning_tokens` the same way). `cached_tokens` are those of
+        `prompt_tokens` the server served from its prompt cache (m011 / p008), summed into
+        `UsageTotals.cached_tokens`; `add_reply` books the reply's `usage.cached_tokens` too.
         """
 
     async def add_reply(
@@ -197,7 +202,8 @@ class Store(Protocol):
 
     async def inbox_pending(self) -> list[InboxUpdate]:
         """The updates kept but not handled (what a crash left undone), in update_id order,
-        which is the order Telegram sent them in."""
+        which is the order Telegram sent them in. With several replicas (PostgreSQL) only
+        those no live replica owns, and they become the caller's (p007)."""
 
 
 def open_store(settings: Settings) -> Store:

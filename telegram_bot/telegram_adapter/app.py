@@ -22,6 +22,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes
 
 from .. import tokens
 from ..config import Settings
+from ..coordination import Coordination, Replica
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..llm.client import LLM
@@ -29,13 +30,15 @@ from ..storage import Store, open_store
 from .handlers import register
 from .handlers.commands import publish_commands
 from .handlers.membership import log_privacy_mode
-from .inbox import Inbox
+from .inbox import REPLICA_DONE_FLUSH, Inbox
 from .ordering import ChatOrderedProcessor
 from .polling import PollingRequest
 from .services import BotApp, BotApplication, Context, Services, install, services_of
 from .transport import AiohttpRequest
 
 log = logging.getLogger(__name__)
+
+ADOPTS_PER_LEASE = 4  # replicas: how often per lease each looks for a dead one's updates
 
 # Opt into python-telegram-bot's forward-compatible durations (timedelta, e.g. RetryAfter);
 # without it every flood-control error also emits a deprecation warning.
@@ -51,12 +54,20 @@ def file_url(base_url: str) -> str:
 def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     store = store if store is not None else open_store(settings)
     tokens.set_cache_dir(settings.token_cache_dir)
-    engine = Conversation(store, LLM(settings), settings)
+    coordination, replica = _replicas(settings, store)
+    engine = Conversation(store, LLM(settings), settings, coordination)
     inbox = Inbox(store, settings.recovery_window)
     requests = AiohttpRequest(connection_pool_size=256, read_timeout=30.0, write_timeout=30.0)
     polling = PollingRequest(inbox, connection_pool_size=1, read_timeout=60.0)
     guard = Guard.from_settings(settings)
-    services = Services(settings, store, engine, guard, inbox, transports=(requests, polling))
+    if replica is not None:  # a chat's order, and refusal pacing, across replicas
+        inbox.order = replica.pending_before
+        inbox.changes = replica.signal
+        inbox.done_delay = REPLICA_DONE_FLUSH
+        guard.refusals.shared = replica.should_answer
+    services = Services(
+        settings, store, engine, guard, inbox, transports=(requests, polling), replica=replica
+    )
     application: BotApp = (
         ApplicationBuilder()
         .application_class(BotApplication)
@@ -79,9 +90,25 @@ def build_application(settings: Settings, store: Store | None = None) -> BotApp:
     return application
 
 
+def _replicas(settings: Settings, store: Store) -> tuple[Coordination | None, Replica | None]:
+    """On PostgreSQL, the coordination of several replicas (coordination/postgres.py); on
+    SQLite, which serves one process, none: the engine's in-process default."""
+    if not settings.database_url:
+        return None, None
+    from ..coordination.postgres import replica_coordination
+    from ..storage.postgres.store import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        return None, None
+    return replica_coordination(store, settings)
+
+
 async def _post_init(application: BotApp) -> None:
     services = services_of(application)
     await services.store.open()
+    replica = services.replica
+    if replica is not None:  # registered before any update is kept or taken over
+        await replica.start()
     services.bot_username = application.bot.username
     warming = asyncio.get_running_loop().run_in_executor(None, _warm, services)
     services.spawn(_freeze_after([warming]), name="gc-freeze")
@@ -91,6 +118,9 @@ async def _post_init(application: BotApp) -> None:
         services.spawn(
             services.inbox.tell_lost(application, services.guard.policy, lost), name="lost"
         )
+    if replica is not None:  # and what a replica that dies leaves, from now on
+        policy, every = services.guard.policy, replica.lease / ADOPTS_PER_LEASE
+        services.spawn(services.inbox.adopt(application, policy, every), name="adopt")
     services.spawn(publish_commands(application.bot), name="publish-commands")
     log_privacy_mode(application.bot.can_read_all_group_messages, services.settings)
     log.info("Bot @%s is up; model %s", application.bot.username, services.settings.openai_model)
@@ -122,5 +152,7 @@ async def _post_shutdown(application: BotApp) -> None:
     await services.engine.llm.close()
     await services.engine.media.transcriber.close()
     await services.inbox.close()
+    if services.replica is not None:
+        await services.replica.close()  # what it still held is free for the others at once
     await services.store.close()
     log.info("Bot stopped; database closed")

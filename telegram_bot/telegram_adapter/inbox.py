@@ -27,6 +27,14 @@ reply in their chat, or a reply a crash cut off, used to die with the process. N
 
 Handled updates keep their id (not their body) for `FORGET_AFTER` seconds, longer than the
 24 hours Telegram keeps an update it could not deliver, so a late redelivery is recognised.
+
+**Replicas** (PostgreSQL; `coordination/postgres.py`): each kept update is the replica's that
+kept it. `order` is set, and an update of a chat starts only once every earlier update of that
+chat kept by any replica has been handled (`wait_turn`), so a chat's messages are answered in
+Telegram's order whichever replica got them; done marks are written within `REPLICA_DONE_FLUSH`
+seconds, since the chat's next update on another replica waits for them. `recover` runs every
+few seconds too (`adopt`): the store hands over the pending updates of replicas that died or
+stopped, and they are handled here, in order, or answered with the line asking to send again.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +65,8 @@ log = logging.getLogger(__name__)
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
 
 DONE_FLUSH_SECONDS = 0.5
+REPLICA_DONE_FLUSH = 0.05
+ORDER_WAIT_MAX = 600.0  # seconds an update waits for earlier ones before it goes anyway
 FORGET_AFTER = 25 * 3600
 PRUNE_EVERY = 3600
 
@@ -90,6 +100,14 @@ class Inbox:
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
         self._pruned = 0.0
+        # Replicas: the chat's earlier pending updates, whoever kept them (None: one process).
+        self.order: Callable[[ChatKey, int], Awaitable[list[int]]] | None = None
+        # ... and an event set when they may have changed (marked done: a NOTIFY).
+        self.changes: Callable[[ChatKey], asyncio.Event] | None = None
+        self.done_delay = DONE_FLUSH_SECONDS
+        self._admitted: set[int] = set()  # came through the inbox, not yet done
+        self._passed: set[int] = set()  # their turn came (`wait_turn`), not yet done
+        self._unflushed: set[int] = set()  # done here, the mark not yet written
 
     # -- keep -----------------------------------------------------------------------------------
 
@@ -160,12 +178,44 @@ class Inbox:
         update_id = update.update_id
         if update_id in self._handling:
             self._handling.discard(update_id)
+            self._admitted.add(update_id)
             return True
         if update_id in self._duplicates:
             self._duplicates.discard(update_id)
             log.debug("update %s was delivered again; already handled or queued", update_id)
             return False
         return True
+
+    async def wait_turn(self, chat: ChatKey, update: object) -> None:
+        """Replicas: returns once every earlier update of `chat` in the inbox has been handled,
+        by whichever replica, or has had its turn here (then this process's own chat lock keeps
+        the order). Waits at most ORDER_WAIT_MAX seconds for an update stuck on a live replica
+        (then the chat's turn still keeps its replies one at a time, only their order may
+        change); a replica that died is taken over much sooner (`adopt`)."""
+        if self.order is None or not isinstance(update, Update):
+            return
+        update_id = update.update_id
+        if update_id not in self._admitted:
+            return  # not kept in the inbox (its database was down): no order to keep
+        loop = asyncio.get_running_loop()
+        started, delay = loop.time(), 0.05
+        while True:
+            changed = self.changes(chat) if self.changes is not None else asyncio.Event()
+            try:
+                earlier = await self.order(chat, update_id)
+            except Exception as exc:  # the store's own error: order is then best effort
+                log.warning("chat=%s: could not read the inbox's order (%s)", chat, exc)
+                break
+            if all(i in self._passed or i in self._unflushed for i in earlier):
+                break
+            if loop.time() - started > ORDER_WAIT_MAX:
+                log.warning("chat=%s: update %s waited too long for %s", chat, update_id, earlier)
+                break
+            with contextlib.suppress(TimeoutError):  # woken when they are marked done
+                async with asyncio.timeout(delay):
+                    await changed.wait()
+            delay = min(delay * 2, 1.0)
+        self._passed.add(update_id)
 
     # -- done -----------------------------------------------------------------------------------
 
@@ -176,6 +226,9 @@ class Inbox:
 
     def mark_done(self, update_id: int) -> None:
         self._done.append(update_id)
+        self._admitted.discard(update_id)
+        self._passed.discard(update_id)
+        self._unflushed.add(update_id)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush_soon(), name="inbox-done"
@@ -183,7 +236,7 @@ class Inbox:
 
     async def _flush_soon(self) -> None:
         try:
-            await asyncio.sleep(DONE_FLUSH_SECONDS)
+            await asyncio.sleep(self.done_delay)
         finally:
             self._flusher = None  # from here on `close` waits for the write, not cancels it
         await self.flush()
@@ -203,6 +256,7 @@ class Inbox:
                 self._done[:0] = ids
                 log.warning("Could not mark %d updates handled (%s); will retry", len(ids), exc)
                 return
+            self._unflushed.difference_update(ids)
             if forget is not None:
                 self._pruned = now
 
@@ -236,13 +290,28 @@ class Inbox:
             self._handling.add(update.update_id)
             await application.update_queue.put(update)
         log.info(
-            "Inbox: %d updates a restart left unhandled are handled now; %d older than "
-            "RECOVERY_WINDOW (%.0f s) get a line asking to send them again",
+            "Inbox: %d updates a restart or a dead replica left unhandled are handled now; %d "
+            "older than RECOVERY_WINDOW (%.0f s) get a line asking to send them again",
             len(fresh),
             len(stale),
             self.recovery_window,
         )
         return stale
+
+    async def adopt(self, application: AnyApp, policy: Policy, every: float) -> None:
+        """Replicas: every `every` seconds, takes over the pending updates of replicas that
+        died (their lease ran out) or stopped, as `recover` does at start-up; until shutdown."""
+        while not self.draining:
+            await asyncio.sleep(every)
+            if self.draining:
+                return
+            try:
+                lost = await self.recover(application)
+            except Exception as exc:  # the store's own error: the next round tries again
+                log.warning("Inbox: could not look for a dead replica's updates (%s)", exc)
+                continue
+            if lost:
+                await self.tell_lost(application, policy, lost)
 
     async def tell_lost(
         self, application: AnyApp, policy: Policy, lost: Sequence[InboxUpdate]

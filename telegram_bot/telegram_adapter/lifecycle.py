@@ -13,7 +13,9 @@ exit code, and every way it stops is bounded:
   library's own message contains it, so it is not shown). Telegram unreachable: retried with
   back-off (1 s doubling to 30 s, for as long as it takes, said once), and SIGTERM still stops;
 - then polling (a webhook set earlier is removed, with a warning naming it) or the webhook
-  (the server listens, `setWebhook` is called, idempotent, then /healthz says 200);
+  (the server listens, `setWebhook` is called, idempotent, then /healthz says 200); a polling
+  process keeps a heartbeat file instead, for `telegram-bot health` (`health.py`): removed at
+  start and at the drain, touched as getUpdates calls come back;
 - at runtime a token Telegram rejects (revoked: any call answered 401) and a second poller on
   the token (409 Conflict, `polling.PollingWatch`) stop the process with one line and a
   non-zero exit code, so a supervisor notices rather than a zombie idling;
@@ -43,6 +45,7 @@ from ..errors import (
     TelegramRefused,
     TokenRejected,
 )
+from ..health import Heartbeat, heartbeat_path
 from ..storage import claim_database
 from .app import build_application
 from .polling import PollingRequest, PollingWatch
@@ -88,6 +91,9 @@ class Lifecycle:
         [polling] = [t for t in self.services.transports if isinstance(t, PollingRequest)]
         self.polling = polling
         self.watch = PollingWatch(self.fail, polling)
+        self.heartbeat: Heartbeat | None = None
+        if not self.settings.webhook_url:
+            self.heartbeat = polling.heartbeat = Heartbeat(heartbeat_path(self.settings))
         self.webhook: WebhookServer | None = None
         self._draining = False
         self._started = False  # post_init ran: post_shutdown must too
@@ -129,6 +135,8 @@ class Lifecycle:
 
     async def _start(self) -> None:
         application, services = self.application, self.services
+        if self.heartbeat is not None:
+            self.heartbeat.clear()  # a previous run's says nothing about this one
         await services.store.open()
         if not await self._connect():
             return
@@ -261,6 +269,8 @@ class Lifecycle:
             return
         self._draining = True
         self.services.inbox.draining = True
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.webhook is not None:
             self.webhook.drain()
         engine, grace = self.services.engine, self.settings.shutdown_grace

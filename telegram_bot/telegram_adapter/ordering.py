@@ -17,15 +17,19 @@ from ..coordination.local import KeyedLocks
 from ..models import ChatKey
 from .albums import Albums
 from .inbox import Inbox
+from .sinks import CONTINUE_DATA
 from .updates import chat_key, is_stop_command
 
 
 def ordering_key(update: object) -> ChatKey | None:
     """The conversation (chat, forum topic) whose updates must run in order; None runs at once.
 
-    A Stop button press or /stop must not wait behind the very reply it is meant to stop.
+    A Stop button press or /stop must not wait behind the very reply it is meant to stop; a
+    Continue press calls the model, so it waits its turn like a message.
     """
-    if not isinstance(update, Update) or update.callback_query is not None:
+    if not isinstance(update, Update):
+        return None
+    if update.callback_query is not None and update.callback_query.data != CONTINUE_DATA:
         return None
     message = update.effective_message
     if message is not None and message.text and is_stop_command(message.text):
@@ -77,6 +81,8 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         if key is None:
             await coroutine
         else:
+            if inbox is not None:
+                await inbox.wait_turn(key, update)  # replicas: the chat's earlier updates first
             async with self._chats.hold(key), self._slots:
                 if inbox is not None and inbox.draining:
                     _discard(coroutine)  # pending in the inbox: handled after the restart

@@ -31,6 +31,7 @@ from telegram.error import Conflict, TelegramError
 from telegram.request import BaseRequest, RequestData
 
 from ..errors import AlreadyRunning, StartupError
+from ..health import Heartbeat
 from .inbox import Inbox
 from .transport import AiohttpRequest
 
@@ -44,13 +45,14 @@ class PollingRequest(AiohttpRequest):
     """The getUpdates request: each batch is in the inbox before python-telegram-bot sees it
     (and so before its next call acknowledges it)."""
 
-    __slots__ = ("answered", "inbox", "stopped")
+    __slots__ = ("answered", "heartbeat", "inbox", "stopped")
 
     def __init__(self, inbox: Inbox, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inbox = inbox
         self.stopped = False  # the token was rejected: no more calls
         self.answered = False  # a getUpdates call has come back: this process polls
+        self.heartbeat: Heartbeat | None = None  # set by the lifecycle in polling mode
 
     async def do_request(
         self,
@@ -75,6 +77,8 @@ class PollingRequest(AiohttpRequest):
             return 200, _NO_UPDATES
         if status == 200:
             self.answered = True
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
             await self._keep(payload)
         return status, payload
 

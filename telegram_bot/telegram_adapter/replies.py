@@ -5,7 +5,9 @@ Shared by a message's answer and /retry: the engine writes into a sink (`sinks.p
 a log line (in a group, a refusal at most once per user per REFUSAL_INTERVAL); a chat that
 cannot receive messages is marked inactive; a group that became a supergroup mid-reply gets
 the answer in its new chat; an answer the Bot API would not take after the sender's retries
-(stored, marked undelivered) is announced with a /retry hint.
+(stored, marked undelivered) is announced with a /retry hint. An answer that reached the output
+limit gets one line below it saying how to get the rest (/continue, and a Continue button
+where the reply carries buttons).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import ChatMigrated, TelegramError
 
-from ..engine.turns import Reply
+from ..engine.turns import AT_LIMIT, Reply
 from ..errors import AnswerNotDelivered, BotError, InputTooLong, LimitReached, ModelError
 from ..models import ChatKey
 from .flood import is_transient
 from .migration import redeliver_after_migration
 from .sender import ChatUnavailable, TelegramReply
 from .services import Context
-from .sinks import answer_sink
+from .sinks import CONTINUE_MARKUP, answer_sink
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,13 @@ async def answer(
     sink.start()
     try:
         try:
-            await produce(sink)
+            reply = await produce(sink)
+            if reply is not None and reply.at_limit:
+                await sink.send_notice(AT_LIMIT, CONTINUE_MARKUP if sink.buttons else None)
         except BotError as exc:
             if isinstance(exc, ModelError):
                 log.warning("chat=%s model error: %s", key, type(exc).__name__)
-            if not _said_recently(update, context, exc):
+            if not await _said_recently(update, context, exc):
                 await sink.send_notice(exc.describe())
     except ChatUnavailable as exc:  # from the answer or from the notice
         log.info("chat=%s cannot receive messages (%s); marking it inactive", key, exc)
@@ -60,7 +64,7 @@ async def answer(
         await sink.close()
 
 
-def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
+async def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
     """In a group, a refusal (a usage limit, a message too long) is said to each user at most
     once per REFUSAL_INTERVAL, as the allowlist's are, so a burst of mentions cannot become a
     burst of refusals. The engine refuses and logs every one; how often a chat is told is the
@@ -74,7 +78,7 @@ def _said_recently(update: Update, context: Context, exc: BotError) -> bool:
     message = update.effective_message
     as_chat = message is not None and message.sender_chat is not None
     user = None if as_chat or update.effective_user is None else update.effective_user.id
-    if context.services.guard.refusals.should_answer(("refusal", chat.id, user)):
+    if await context.services.guard.refusals.answer_now(("refusal", chat.id, user)):
         return False
     log.debug("chat=%s user=%s refused again (%s); not saying it again", chat.id, user, exc)
     return True

@@ -15,6 +15,10 @@ edit stays best effort. A chat that cannot
 receive messages (bot blocked, chat not found) ends the previews at once and raises
 `ChatUnavailable` from the final send, so the handler marks the chat inactive instead of
 retrying. A part that Telegram still finds too long is sent as plain text in halves.
+
+While a reasoning model thinks, the preview says "Thinking…" (a message that shows only that is
+turned into the line that ends the reply, if no answer comes); with `show_thought`
+(SHOW_REASONING=collapsed) the answer starts with the thought in an expandable quote.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 
 from ..models import Status
 from .flood import FloodWait, retry_seconds
-from .render import Part, render
+from .render import MAX_MESSAGE_UTF16, Part, render, with_thought
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ T = TypeVar("T")
 
 TYPING_DELAY = 0.4  # seconds of silence before "typing…" is worth a Bot API call
 TYPING_RENEW = 4.5  # Telegram shows a chat action for about five seconds
+THINKING = "💭 Thinking…"  # the preview while a reasoning model thinks
 _draft_ids = itertools.count(1)
 
 
@@ -99,6 +104,7 @@ class TelegramReply:
         private: bool = True,
         markup: InlineKeyboardMarkup | None = None,
         flood: FloodWait,
+        show_thought: bool = False,
     ) -> None:
         self.bot = bot
         self.flood = flood
@@ -107,6 +113,9 @@ class TelegramReply:
         self.reply_to = reply_to
         self.interval = interval
         self.markup = markup
+        self.show_thought = show_thought
+        self.thought = ""  # a reasoning model's, as `thinking` last reported it
+        self._thinking_since = 0.0
         self.use_drafts = private and bot.base_url not in TelegramReply.drafts_refused
         self.draft_id = next(_draft_ids)
         self.messages: list[Message] = []  # finished parts, plus the one being edited
@@ -142,6 +151,22 @@ class TelegramReply:
         if self._pacer is None:
             self._pacer = asyncio.create_task(self._pace())
 
+    def thinking(self, thought: str) -> None:
+        """No answer text yet: the preview says that the model thinks, and for how long (a
+        changing line also keeps a draft alive past Telegram's 30 s)."""
+        self.thought = thought
+        if self._latest and not self._latest.startswith(THINKING):
+            return
+        now = time.monotonic()
+        self._thinking_since = self._thinking_since or now
+        seconds = int(now - self._thinking_since)
+        self.partial(f"{THINKING} {seconds} s" if seconds else THINKING)
+
+    @property
+    def buttons(self) -> bool:
+        """Whether this reply's messages carry buttons (not a private chat's draft preview)."""
+        return self.markup is not None and not self.use_drafts
+
     async def final(self, text: str, status: Status) -> int | None:
         await self.close()
         self.undelivered = Undelivered(text, status)
@@ -151,6 +176,8 @@ class TelegramReply:
         if flood > 0:  # a preview met flood control: wait for it if that is allowed, else try
             await self.flood.pause(flood)
         parts = render(text) or [Part("…")]
+        if self.show_thought and self.thought:
+            parts = with_thought(parts, self.thought, MAX_MESSAGE_UTF16)
         for index, part in enumerate(parts):
             await self._deliver(index, part, final=True)
         self.undelivered = None
@@ -177,12 +204,18 @@ class TelegramReply:
                 await task
         self._typing = self._pacer = None
 
-    async def send_notice(self, text: str) -> None:
-        """A short plain line in the chat (errors, refusals)."""
+    async def send_notice(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """A short plain line in the chat (errors, refusals), with `markup`'s buttons."""
         await self.close()
         self.undelivered = Undelivered(text, None)
+        if len(self._shown) == 1 and self._shown[0][0].startswith(THINKING):
+            # Only "Thinking…" was shown: it becomes the line (and loses its Stop button).
+            await self._edit(0, Part(text), markup)
+            self._shown[0] = (text, markup is not None)
+            self.undelivered = None
+            return
         try:  # flood control on sendMessage is waited out by FloodWait (flood.py)
-            await self.bot.send_message(self.chat_id, text, **self._where())
+            await self.bot.send_message(self.chat_id, text, reply_markup=markup, **self._where())
         except TelegramError as exc:
             if is_gone(exc):
                 raise ChatUnavailable(str(exc)) from exc

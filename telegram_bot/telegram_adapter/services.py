@@ -15,6 +15,7 @@ from typing import Any
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from ..config import Settings
+from ..coordination import Replica
 from ..engine.access import Guard
 from ..engine.conversation import Conversation
 from ..storage import Store
@@ -38,6 +39,7 @@ class Services:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     albums: Albums = field(default_factory=Albums)  # photos sent together, being gathered
     flood: FloodWait = field(default_factory=FloodWait)  # every wait before sending again
+    replica: Replica | None = None  # several replicas on PostgreSQL (coordination/postgres.py)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         """Runs work off the critical path; cancelled at shutdown if still running."""

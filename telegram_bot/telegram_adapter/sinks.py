@@ -1,5 +1,8 @@
 """The one place a reply sink (a `TelegramReply`) is made, so every reply streams, replies
-and carries its Stop button the same way."""
+and carries its buttons the same way: Stop while it is written, and, below an answer that
+reached the output limit, Continue (where the reply carries buttons: not a private chat's
+draft preview). Each button lives as long as it means something: Stop until the answer is
+final, Continue until it is pressed."""
 
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ from .services import Context
 
 STOP_DATA = "stop"
 STOP_MARKUP = InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=STOP_DATA)]])
+CONTINUE_DATA = "continue"
+CONTINUE_MARKUP = InlineKeyboardMarkup(
+    [[InlineKeyboardButton("▶ Continue", callback_data=CONTINUE_DATA)]]
+)
 
 
 def reply_sink(
@@ -29,6 +36,7 @@ def reply_sink(
         private=drafts,
         markup=STOP_MARKUP,
         flood=context.services.flood,
+        show_thought=context.services.settings.show_reasoning == "collapsed",
     )
 
 

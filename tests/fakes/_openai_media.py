@@ -33,6 +33,12 @@ LLAMA_SERVER_NO_MMPROJ = (
     "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
 )
 LLAMA_CPP_PYTHON_NO_CLIP = 'can only concatenate str (not "list") to str'
+# whisper.cpp's whisper-server (measured, tests/real/test_whisper_voice.py): every answer has
+# `Server: whisper.cpp`; an upload it cannot decode (OGG/Opus without --convert) gets 400 with
+# this text/plain body (its error handler replaces the JSON error), and a path it does not
+# serve (started without --inference-path) gets 404 "File Not Found (<path>)".
+WHISPER_CPP_HEADERS = {"Server": "whisper.cpp"}
+WHISPER_CPP_UNREADABLE = "Invalid request"
 
 
 @dataclass

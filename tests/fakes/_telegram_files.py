@@ -101,6 +101,22 @@ class TelegramFiles:
         voice = {**stored.as_json(), "duration": duration, "mime_type": "audio/ogg"}
         return self.send_media(chat_id, {"voice": voice}, **kwargs)
 
+    def send_audio(
+        self,
+        chat_id: int,
+        data: bytes,
+        duration: int,
+        file_name: str,
+        mime_type: str,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """An audio file (Telegram's `audio`: music, a recording shared from another app)."""
+        suffix = file_name.rsplit(".", 1)[-1] if "." in file_name else "bin"
+        stored = self.add_file(data, suffix=suffix, folder="music")
+        audio = {**stored.as_json(), "duration": duration}
+        audio.update(file_name=file_name, mime_type=mime_type)
+        return self.send_media(chat_id, {"audio": audio}, **kwargs)
+
     def send_video_note(
         self, chat_id: int, data: bytes, duration: int, **kwargs: Any
     ) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 - `ogg_opus(seconds)`: an Ogg Opus stream (OpusHead, OpusTags, 20 ms silent CELT frames), the
   format of a Telegram voice note; a few hundred bytes.
+- `wav(seconds, hertz)`: a 16 kHz mono 16-bit PCM WAV of a sine tone (what whisper.cpp's server
+  reads without ffmpeg).
 - `jpeg(width, height, shade)`: a baseline greyscale JFIF of one flat shade (each 8×8 block
   coded by its DC value), decodable by any JPEG reader; distinct shades give distinct bytes.
 - `pdf(lines)`: a one-page PDF whose text is `lines` (Helvetica), which pypdf extracts.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 # -- Ogg Opus ------------------------------------------------------------------------------------
@@ -50,6 +53,15 @@ def ogg_opus(seconds: float = 1.0) -> bytes:
         pages.append(_ogg_page([silence] * batch, 312 + done * 960, sequence, 0x04 * last))
         sequence += 1
     return b"".join(pages)
+
+
+def wav(seconds: float = 2.0, hertz: float = 440.0, rate: int = 16000) -> bytes:
+    count = round(seconds * rate)
+    samples = (round(8000 * math.sin(2 * math.pi * hertz * i / rate)) for i in range(count))
+    pcm = struct.pack(f"<{count}h", *samples)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)  # PCM, mono, 16-bit
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(pcm))
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(pcm)) + b"WAVE" + chunks + pcm
 
 
 # -- JPEG ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ Standalone (for benchmarks driving it from another process)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import json
@@ -129,7 +130,11 @@ class Reply:
     `cut_after_chars` closes the connection after that many streamed characters (no
     finish_reason, no [DONE]); for a non-streaming request it drops the connection instead of
     answering. `reasoning` is streamed first as `reasoning_content`, like local reasoning
-    models served by llama.cpp/vLLM do.
+    models served by llama.cpp/vLLM do; with `think_inline` it is in the content instead, as
+    `<think>…</think>` before the text (Ollama, llama.cpp without a reasoning parser).
+
+    Like a real model, a reply longer than the request's `max_tokens` (thought included) is
+    cut there, with `finish_reason: "length"`.
     """
 
     text: str = ""
@@ -141,6 +146,14 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning: str = ""
+    think_inline: bool = False
+
+    def shaped(self) -> Reply:
+        """The reply as the server sends it: an inline thought moved into the content."""
+        if not (self.think_inline and self.reasoning):
+            return self
+        content = f"<think>\n{self.reasoning}\n</think>\n\n{self.text}"
+        return dataclasses.replace(self, text=content, reasoning="", think_inline=False)
 
 
 @dataclass
@@ -483,6 +496,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
             return await self._endless(request, chat, behaviour)
         if isinstance(behaviour, Chunks):
             return await self._chunks(request, chat, behaviour)
+        behaviour = self._within_max_tokens(chat, behaviour.shaped())
         if chat.stream:
             return await self._stream(request, chat, behaviour)
         return await self._complete(request, chat, behaviour)
@@ -590,6 +604,25 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         if completion is None:
             completion = self.count_completion_tokens(reply.text, model) + reasoning
         return usage_body(prompt, completion, reasoning, min(prompt, chat.cached_tokens))
+
+    def _within_max_tokens(self, chat: ChatRequest, reply: Reply) -> Reply:
+        """The reply cut at the request's `max_tokens` (the thought first, then the text),
+        finishing with "length", as a real model stops at its output limit."""
+        limit = chat.body.get("max_completion_tokens") or chat.body.get("max_tokens")
+        if not isinstance(limit, int) or reply.completion_tokens is not None:
+            return reply
+        budget = int(limit / self.token_factor)
+        encoding = _tokens.encoding()
+        reasoning = encoding.encode(reply.reasoning, disallowed_special=())
+        text = encoding.encode(reply.text, disallowed_special=())
+        if len(reasoning) + len(text) <= budget:
+            return reply
+        kept_reasoning = encoding.decode(reasoning[:budget])
+        kept_text = encoding.decode(text[: max(budget - len(reasoning), 0)])
+        log.debug("reply cut at max_tokens=%s", limit)
+        return dataclasses.replace(
+            reply, text=kept_text, reasoning=kept_reasoning, finish_reason="length"
+        )
 
     def _first_delay(self, reply: Reply) -> float:
         return self.latency if reply.first_token_delay is None else reply.first_token_delay

@@ -1,4 +1,5 @@
-"""Session fixtures: real llama.cpp servers (llama-cpp-python's and the C++ llama-server).
+"""Session fixtures: real llama.cpp servers (llama-cpp-python's and the C++ llama-server),
+and whisper.cpp's `whisper-server` for speech to text (`whisper_servers`, at the end).
 
 (PostgreSQL's fixtures, `pg_server` and `pg_dsn`, live in conftest_postgres.py and are
 registered in tests/conftest.py, for the whole suite.)
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.real import llama, servers
+from tests.real import llama, servers, whisper, whispermodel
 from tests.real.servers import RunningServer
 from tests.real.tinymodel import TinyModelSpec, ensure_model
+from tests.real.whispermodel import WhisperModelSpec
 
 DEFAULT_N_CTX = 1024
 DISABLE_ENV = "TLB_REAL_SERVERS"
@@ -76,11 +78,12 @@ def _built(
     build: Callable[[Path], Path],
     root: Path,
     record_dir: Path,
+    minutes: str = "15-30",
 ) -> Path:
     if llama.build_record(record_dir) is None:
         _say(
             config,
-            f"\nbuilding {what} into {root} (once per machine; 15-30 minutes on two busy "
+            f"\nbuilding {what} into {root} (once per machine; {minutes} minutes on two busy "
             f"cores; log in {root}/*.log)",
         )
     try:
@@ -163,3 +166,89 @@ def real_server(request: pytest.FixtureRequest) -> RunningServer:
     """Either server: for the facts that hold for both, asserted once, run twice."""
     server: RunningServer = request.getfixturevalue(request.param)
     return server
+
+
+# -- whisper.cpp ---------------------------------------------------------------------------------
+
+
+class WhisperServers:
+    """Starts `whisper-server` processes on demand, one per (model, --convert), for the session.
+
+    Each serves a generated model that spells `WhisperModelSpec.words` whatever it hears
+    (`whispermodel.py`). `convert=True` makes the server run ffmpeg on every upload, as it must
+    to read Telegram's OGG/Opus; where ffmpeg is missing that test skips, with one line.
+    """
+
+    def __init__(self, binary: Path, models: Path, logs: Path) -> None:
+        self.binary = binary
+        self.models = models
+        self.logs = logs
+        self._running: dict[tuple[WhisperModelSpec, bool, str], RunningServer] = {}
+
+    def start(
+        self, spec: WhisperModelSpec, *, convert: bool, path: str = whisper.INFERENCE_PATH
+    ) -> RunningServer:
+        """A server for `spec` on `path` (README's recipe: the OpenAI-compatible one)."""
+        key = (spec, convert, path)
+        if key in self._running:
+            return self._running[key]
+        if convert and whisper.ffmpeg_binary() is None:
+            _skip(
+                "whisper-server --convert",
+                "ffmpeg is not on PATH (Debian: apt-get install ffmpeg); whisper-server needs "
+                "it to read OGG/Opus voice notes",
+            )
+        with llama.cache_lock(self.models.parent, "whisper-model"):
+            model = whispermodel.ensure_model(self.models, spec)
+        port = servers.free_port()
+        name = f"whisper-server-{len(self._running)}-{spec.key()}"
+        scratch = self.logs / f"{name}-tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            server = servers.start(
+                "whisper-server",
+                whisper.server_argv(
+                    self.binary, model, port, convert=convert, tmp_dir=scratch, inference_path=path
+                ),
+                port=port,
+                n_ctx=0,
+                log_path=self.logs / f"{name}.log",
+                ready_path="/health",
+            )
+        except servers.ServerDidNotStart as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self._running[key] = server
+        return server
+
+    def stop_all(self) -> None:
+        for server in self._running.values():
+            servers.stop(server)
+        self._running.clear()
+
+
+@pytest.fixture(scope="session")
+def whisper_cache() -> Path:
+    """whisper.cpp's per-machine cache directory (the build, generated models)."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        _skip("whisper.cpp server", f"disabled by {DISABLE_ENV}=0")
+    return whisper.cache_dir()
+
+
+@pytest.fixture(scope="session")
+def whisper_servers(
+    request: pytest.FixtureRequest,
+    whisper_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WhisperServers]:
+    """Real `whisper-server` processes, built on first use on this machine (see whisper.py)."""
+    binary = _built(
+        request.config,
+        "whisper-server (whisper.cpp)",
+        whisper.ensure_whisper_server,
+        whisper_cache,
+        whisper.server_binary(whisper_cache).parent,
+        minutes="about 11",
+    )
+    running = WhisperServers(binary, whisper_cache / "models", _log_dir(tmp_path_factory))
+    yield running
+    running.stop_all()

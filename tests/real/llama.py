@@ -123,17 +123,17 @@ def missing_toolchain() -> str | None:
     return f"not on PATH: {', '.join(missing)}" if missing else None
 
 
-def _check_failure(marker: Path) -> None:
+def check_failure(marker: Path) -> None:
     if marker.exists() and time.time() - marker.stat().st_mtime < FAILURE_TTL_SECONDS:
         raise Unavailable(f"{marker.read_text().strip()} (cached; delete {marker} to retry)")
 
 
-def _fail(marker: Path, reason: str) -> Unavailable:
+def fail(marker: Path, reason: str) -> Unavailable:
     marker.write_text(reason + "\n")
     return Unavailable(reason)
 
 
-def _run(
+def run(
     argv: Sequence[str | Path],
     log: Path,
     env: Mapping[str, str] | None = None,
@@ -159,7 +159,7 @@ def _run(
             raise Unavailable(f"`{Path(str(argv[0])).name} ...` failed ({exc}); {tail}") from exc
 
 
-def _build_env() -> dict[str, str]:
+def build_env() -> dict[str, str]:
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
     return {"CMAKE_BUILD_PARALLEL_LEVEL": jobs, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -173,7 +173,7 @@ def ensure_python_server(root: Path) -> Path:
         if build_record(venv) is not None:
             return python_server_python(root)
         marker = root / f"python-server-{python_tag()}.failed"
-        _check_failure(marker)
+        check_failure(marker)
         wheels = root / "wheels"
         wheels.mkdir(exist_ok=True)
         have_wheel = any(wheels.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"))
@@ -187,19 +187,19 @@ def ensure_python_server(root: Path) -> Path:
         python = python_server_python(root)
         pip: list[str | Path] = [python, "-m", "pip"]
         pinned = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
-        env = {**_build_env(), "CMAKE_ARGS": PYTHON_CMAKE_ARGS}
+        env = {**build_env(), "CMAKE_ARGS": PYTHON_CMAKE_ARGS}
         try:
-            _run([sys.executable, "-m", "venv", venv], log)
+            run([sys.executable, "-m", "venv", venv], log)
             if not have_wheel:
                 # --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS; ours is `wheels`.
                 build_wheel = [*pip, "wheel", "--no-cache-dir", "--no-deps", "-w", wheels]
-                _run([*build_wheel, pinned], log, env)
+                run([*build_wheel, pinned], log, env)
             compiled_in = time.monotonic() - started
             server = pinned.replace("python==", "python[server]==")
-            _run([*pip, "install", "--prefer-binary", "--find-links", wheels, server], log, env)
-            _run([python, "-c", "import llama_cpp.server.app"], log)
+            run([*pip, "install", "--prefer-binary", "--find-links", wheels, server], log, env)
+            run([python, "-c", "import llama_cpp.server.app"], log)
         except Unavailable as exc:
-            raise _fail(marker, f"llama-cpp-python could not be built: {exc}") from exc
+            raise fail(marker, f"llama-cpp-python could not be built: {exc}") from exc
         wheel = next(wheels.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"))
         record: dict[str, object] = {
             "version": LLAMA_CPP_PYTHON_VERSION,
@@ -223,7 +223,7 @@ def _vendored_source(root: Path, log: Path) -> Path:
     if not found:
         pinned = f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
         download = ["download", "--no-deps", "--no-binary", ":all:", "--dest", str(sdists)]
-        _run([sys.executable, "-m", "pip", *download, pinned], log, _build_env())
+        run([sys.executable, "-m", "pip", *download, pinned], log, build_env())
         found = sorted(sdists.glob("llama_cpp_python-*.tar.gz"))
     if not found:
         raise Unavailable(f"pip download left no llama-cpp-python sdist in {sdists}")
@@ -244,7 +244,7 @@ def ensure_llama_server(root: Path) -> Path:
         if build_record(binary.parent) is not None:
             return binary
         marker = root / "llama-server.failed"
-        _check_failure(marker)
+        check_failure(marker)
         problem = missing_toolchain()
         if problem:
             raise Unavailable(f"cannot compile llama-server: {problem}")
@@ -255,15 +255,15 @@ def ensure_llama_server(root: Path) -> Path:
         try:
             source = _vendored_source(root, log)
             shutil.rmtree(build, ignore_errors=True)
-            _run(["cmake", "-S", source, "-B", build, *SERVER_CMAKE_ARGS], log, _build_env())
-            _run(["cmake", "--build", build, "--target", "llama-server"], log, _build_env())
+            run(["cmake", "-S", source, "-B", build, *SERVER_CMAKE_ARGS], log, build_env())
+            run(["cmake", "--build", build, "--target", "llama-server"], log, build_env())
             built = next(build.glob("bin/llama-server"), None)
             if built is None:
                 raise Unavailable(f"cmake finished but left no bin/llama-server in {build}")
             binary.parent.mkdir(exist_ok=True)
             shutil.copy2(built, binary)
         except Unavailable as exc:
-            raise _fail(marker, f"llama-server could not be built: {exc}") from exc
+            raise fail(marker, f"llama-server could not be built: {exc}") from exc
         finally:
             shutil.rmtree(build, ignore_errors=True)
             shutil.rmtree(root / "src", ignore_errors=True)

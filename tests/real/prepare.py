@@ -1,4 +1,4 @@
-"""Builds the real llama.cpp servers and the tiny model ahead of a test run.
+"""Builds the real llama.cpp servers, whisper.cpp's server and the tiny models ahead of a test run.
 
     python -m tests.real.prepare            # build whatever is missing, print where it is
     python -m tests.real.prepare --status   # only say what is cached
@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from tests.real import llama
+from tests.real import llama, whisper, whispermodel
 from tests.real.tinymodel import TinyModelSpec, ensure_model
 
 
@@ -23,13 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status", action="store_true", help="report only, build nothing")
     args = parser.parse_args(argv)
     root = llama.cache_dir()
-    print(f"cache: {root}")
+    whisper_root = whisper.cache_dir()
+    print(f"cache: {root}, {whisper_root}")
     targets = (
-        ("llama-cpp-python", llama.python_server_dir(root), llama.ensure_python_server),
-        ("llama-server", llama.llama_server_binary(root).parent, llama.ensure_llama_server),
+        ("llama-cpp-python", root, llama.python_server_dir(root), llama.ensure_python_server),
+        (
+            "llama-server",
+            root,
+            llama.llama_server_binary(root).parent,
+            llama.ensure_llama_server,
+        ),
+        (
+            "whisper-server",
+            whisper_root,
+            whisper.server_binary(whisper_root).parent,
+            whisper.ensure_whisper_server,
+        ),
     )
     failed = False
-    for name, directory, ensure in targets:
+    for name, root, directory, ensure in targets:
         record = llama.build_record(directory)
         if record is None and not args.status:
             print(f"{name}: building (log: {root}/*.log) ...", flush=True)
@@ -43,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: built in {time.monotonic() - started:.0f} s")
             record = llama.build_record(directory)
         print(f"{name}: {json.dumps(record) if record else 'not built'}")
+    print(f"ffmpeg (whisper-server --convert, for OGG/Opus): {whisper.ffmpeg_binary()}")
     if not args.status:
-        with llama.cache_lock(root, "model"):
-            print(f"model: {ensure_model(root / 'models', TinyModelSpec())}")
+        with llama.cache_lock(llama.cache_dir(), "model"):
+            print(f"model: {ensure_model(llama.cache_dir() / 'models', TinyModelSpec())}")
+        with llama.cache_lock(whisper_root, "whisper-model"):
+            spec = whispermodel.WhisperModelSpec()
+            print(f"whisper model: {whispermodel.ensure_model(whisper_root / 'models', spec)}")
     return 1 if failed else 0
 
 

@@ -18,8 +18,9 @@ table or column that PostgreSQL lacks, so a migration that was not ported is not
 tests/real/test_postgres_store.py checks the schema comes up on a blank database and under
 concurrent opens.
 
-**For coordination across replicas** (per-chat order, running replies, rate windows, an inbox
-of updates), which will live in this same database: reuse the store's pool
+**Coordination across replicas** (per-chat order, running replies, rate windows, the inbox's
+owners) lives in this same database (p007; `coordination/postgres.py`). Code like it reuses
+the store's pool
 (`PostgresStore.pool`, an `asyncpg.Pool`) for short statements and transactions, keeping its
 rules (no session state: `pg_advisory_xact_lock`, never a session lock or SET, on pooled
 connections), and `PostgresStore.database.connect_dedicated()` for LISTEN or a lock held for a

@@ -183,12 +183,13 @@ class Database:
 
         return await self._run(run)
 
-    async def connect_dedicated(self) -> asyncpg.Connection:
+    async def connect_dedicated(self, url: str = "") -> asyncpg.Connection:
         """A connection of its own, outside the pool and its rules, with the same settings:
         for LISTEN, or a session advisory lock held for a long time. The caller closes it.
-        Through PgBouncer in transaction mode LISTEN does not work: use a direct URL."""
+        Through PgBouncer in transaction mode LISTEN does not work: pass a direct `url`
+        (DATABASE_LISTEN_URL)."""
         try:
-            return await asyncpg.connect(self.url, **self._options())
+            return await asyncpg.connect(url or self.url, **self._options())
         except UNAVAILABLE as exc:
             raise self._unavailable(exc, "cannot connect") from exc
 

@@ -260,6 +260,65 @@ async def p006_inbox(db: asyncpg.Connection) -> None:
     )
 
 
+async def p007_replicas(db: asyncpg.Connection) -> None:
+    """Several replicas on one database (issue 15): who is alive, who holds which chat, which
+    replies run where, the shared rate windows and refusal pacing, and whose inbox update is
+    whose.
+
+    - `replicas`: one row per running process, its lease renewed by a heartbeat. A replica whose
+      `expires_at` has passed is dead (kill -9, a lost machine): its chats and its pending inbox
+      updates are free for the others to take. A replica that stops cleanly deletes its row, so
+      what it left is taken at once.
+    - `chat_turns`: the replica holding a chat's turn (one turn at a time per chat, across
+      replicas), with a lease its heartbeat renews; a row whose lease passed is free.
+    - `running_replies`: the replica writing a chat's reply now and whom it answers, so /stop
+      arriving at another replica finds it (and tells it by NOTIFY).
+    - `rate_windows`: each user's message times of the last minute (RATE_LIMIT_PER_MINUTE),
+      `refusals`: when a key was last told it is refused (REFUSAL_INTERVAL), both shared.
+    - `inbox.owner`: the replica that kept the update (or took it over): it handles it; an
+      update whose owner is dead is taken over by another. Existing rows get no owner, which
+      counts as dead: a one-process bot's leftovers are recovered as before.
+
+    Times are the server's clock (`now()`), never a replica's, so replicas with drifting
+    clocks agree on whose lease has passed.
+    """
+    await db.execute(
+        """
+        CREATE TABLE replicas (
+            id         text        PRIMARY KEY,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL
+        );
+        CREATE TABLE chat_turns (
+            chat_id    bigint      NOT NULL,
+            thread_id  bigint      NOT NULL,
+            holder     text        NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (chat_id, thread_id)
+        );
+        CREATE INDEX chat_turns_holder ON chat_turns (holder);
+        CREATE TABLE running_replies (
+            chat_id    bigint      NOT NULL,
+            thread_id  bigint      NOT NULL,
+            replica    text        NOT NULL,
+            author_id  bigint,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (chat_id, thread_id)
+        );
+        CREATE TABLE rate_windows (
+            user_id bigint   PRIMARY KEY,
+            times   float8[] NOT NULL
+        );
+        CREATE TABLE refusals (
+            key     text   PRIMARY KEY,
+            told_at float8 NOT NULL
+        );
+        ALTER TABLE inbox ADD COLUMN owner text;
+        CREATE INDEX inbox_pending_chat ON inbox (chat_id, thread_id, update_id) WHERE NOT done;
+        """
+    )
+
+
 async def p008_cached_tokens(db: asyncpg.Connection) -> None:
     """`usage.cached_tokens`: of the prompt tokens booked, those the model server reused.
 
@@ -267,10 +326,19 @@ async def p008_cached_tokens(db: asyncpg.Connection) -> None:
     server's prompt cache reuses (OpenAI reports it as
     `usage.prompt_tokens_details.cached_tokens` and bills it at a discount; llama.cpp skips
     evaluating it and reports `timings.cache_n`); /usage shows that share. Rows booked
-    before this migration were never told: 0. (p007 is another branch's; the lead merges them
-    in order.)
+    before this migration were never told: 0.
     """
     await db.execute("ALTER TABLE usage ADD COLUMN cached_tokens bigint NOT NULL DEFAULT 0")
+
+
+async def p009_reasoning_tokens(db: asyncpg.Connection) -> None:
+    """SQLite's m012: how many of the completion tokens a reasoning model spent thinking.
+
+    The thought is never stored or shown as the reply, but it is billed as output:
+    `completion_tokens` counts it already, this column says how much of it was thought, so
+    /usage can show why a short answer cost many tokens. Earlier rows: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -280,7 +348,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     p004_media,
     p005_undelivered_replies,
     p006_inbox,
-    p008_cached_tokens,  # p007 is another branch's; the lead merges them in order
+    p007_replicas,
+    p008_cached_tokens,
+    p009_reasoning_tokens,
 )
 
 

@@ -12,11 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...models import Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
-
-# The `attachments` column holds the same JSON as SQLite's (m008), so migrate-db copies it as is.
-from ..sqlite.rows import attachments_from_json, attachments_to_json
-
-__all__ = ["attachments_to_json"]
+from ..attachments import attachments_from_json
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "

@@ -11,6 +11,9 @@ drifting clocks still order a chat's rows. Every query is parameterised.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -31,10 +34,25 @@ from ...models import (
 from . import memory, messages, rows
 from .connection import Database
 
+# Replicas wait for a chat's earlier updates to be handled (`coordination/postgres.py`): marking
+# updates done wakes them with a NOTIFY per chat ('chat_id:thread_id'), sent at commit.
+INBOX_CHANNEL = "telegram_bot_turns"
+MARK_DONE = """
+WITH marked AS (
+    UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])
+    RETURNING chat_id, thread_id
+)
+SELECT pg_notify($2, chat_id::text || ':' || thread_id::text)
+FROM (SELECT DISTINCT chat_id, thread_id FROM marked WHERE chat_id IS NOT NULL) AS chats
+"""
+
 
 class PostgresStore:
     def __init__(self, url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> None:
         self.database = Database(url, pool_size=pool_size, pgbouncer=pgbouncer)
+        # This process among the replicas: the owner of the inbox updates it keeps. Alive
+        # while `coordination.postgres.Replica` renews its row in `replicas` (p007).
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -70,6 +88,7 @@ class PostgresStore:
             user_id or 0,
             booked,
             turn.undelivered,
+            turn.usage.reasoning_tokens,
             turn.usage.cached_tokens,
         )
         reply_id: int = await self.database.fetchval(messages.ADD_REPLY, *args)
@@ -143,18 +162,13 @@ class PostgresStore:
         completion_tokens: int,
         *,
         audio_seconds: int = 0,
+        reasoning_tokens: int = 0,
         cached_tokens: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         booking = (day, chat_id, user_id or 0)
-        await self.database.execute(
-            messages.BOOK_USAGE,
-            *booking,
-            prompt_tokens,
-            completion_tokens,
-            audio_seconds,
-            cached_tokens,
-        )
+        costs = (prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens)
+        await self.database.execute(messages.BOOK_USAGE, *booking, *costs)
 
     async def usage_totals(
         self,
@@ -167,7 +181,7 @@ class PostgresStore:
         sql = (
             "SELECT COALESCE(sum(calls), 0), COALESCE(sum(prompt_tokens), 0), "
             "COALESCE(sum(completion_tokens), 0), COALESCE(sum(audio_seconds), 0), "
-            "COALESCE(sum(cached_tokens), 0) "
+            "COALESCE(sum(reasoning_tokens), 0), COALESCE(sum(cached_tokens), 0) "
             "FROM usage WHERE day BETWEEN $1 AND $2"
         )
         params: list[Any] = [first_day, last_day]
@@ -185,7 +199,7 @@ class PostgresStore:
     ) -> list[tuple[int, UsageTotals]]:
         found = await self.database.fetch(
             "SELECT chat_id, sum(calls), sum(prompt_tokens), sum(completion_tokens), "
-            "sum(audio_seconds), sum(cached_tokens) FROM usage "
+            "sum(audio_seconds), sum(reasoning_tokens), sum(cached_tokens) FROM usage "
             "WHERE day BETWEEN $1 AND $2 GROUP BY chat_id "
             "ORDER BY sum(prompt_tokens) + sum(completion_tokens) DESC, chat_id LIMIT $3",
             first_day,
@@ -268,20 +282,21 @@ class PostgresStore:
             factor,
         )
 
-    # -- the inbox (one process; replicas will need leases) ------------------------------------
+    # -- the inbox: each update is its owner's, and a dead owner's are taken over (p007) -------
 
     async def inbox_add(self, updates: Sequence[InboxUpdate]) -> list[int]:
         if not updates:
             return []
         found = await self.database.fetch(
-            "INSERT INTO inbox (update_id, chat_id, thread_id, body, received_at) "
-            "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
-            "$5::float8[]) ON CONFLICT (update_id) DO NOTHING RETURNING update_id",
+            "INSERT INTO inbox (update_id, chat_id, thread_id, body, received_at, owner) "
+            "SELECT *, $6::text FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], "
+            "$4::text[], $5::float8[]) ON CONFLICT (update_id) DO NOTHING RETURNING update_id",
             [u.update_id for u in updates],
             [u.chat.chat_id if u.chat is not None else None for u in updates],
             [u.chat.thread_id if u.chat is not None else 0 for u in updates],
             [u.body for u in updates],
             [u.received_at for u in updates],
+            self.replica_id,
         )
         stored = {row[0] for row in found}
         return [u.update_id for u in updates if u.update_id in stored]
@@ -292,26 +307,26 @@ class PostgresStore:
         if not update_ids and forget_before is None:
             return
         if forget_before is None:  # the usual call: one statement
-            await self.database.execute(
-                "UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])",
-                list(update_ids),
-            )
+            await self.database.execute(MARK_DONE, list(update_ids), INBOX_CHANNEL)
             return
 
         async def mark_and_forget(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE inbox SET done = true, body = NULL WHERE update_id = ANY($1::bigint[])",
-                list(update_ids),
-            )
+            await db.execute(MARK_DONE, list(update_ids), INBOX_CHANNEL)
             await db.execute("DELETE FROM inbox WHERE done AND received_at < $1", forget_before)
 
         await self.database.transaction(mark_and_forget)
 
     async def inbox_pending(self) -> list[InboxUpdate]:
+        """The pending updates no live replica owns (kept by a process that died or stopped,
+        or by none), taken over by this one in the same statement: called at start-up and
+        periodically by replicas, it never returns an update another live replica handles."""
         found = await self.database.fetch(
-            "SELECT update_id, chat_id, thread_id, body, received_at FROM inbox "
-            "WHERE NOT done ORDER BY update_id"
+            "UPDATE inbox SET owner = $1 WHERE NOT done AND (owner IS NULL OR NOT EXISTS "
+            "(SELECT 1 FROM replicas r WHERE r.id = inbox.owner AND r.expires_at > now())) "
+            "RETURNING update_id, chat_id, thread_id, body, received_at",
+            self.replica_id,
         )
+        found.sort(key=lambda row: int(row[0]))
         return [
             InboxUpdate(
                 int(row[0]),

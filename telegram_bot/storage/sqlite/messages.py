@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from ...models import ChatKey, NewTurn, StoredTurn, Turn
+from ..attachments import attachments_to_json
 from . import rows
 
 _TOUCH_CHAT = (
@@ -58,11 +59,12 @@ _TRIM_OVERHEARD = """
 
 BOOK_USAGE = (
     "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-    "audio_seconds, cached_tokens) VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
+    "audio_seconds, reasoning_tokens, cached_tokens) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) "
     "ON CONFLICT (day, chat_id, user_id) DO UPDATE "
     "SET calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
     "completion_tokens = completion_tokens + excluded.completion_tokens, "
     "audio_seconds = audio_seconds + excluded.audio_seconds, "
+    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
     "cached_tokens = cached_tokens + excluded.cached_tokens"
 )
 
@@ -91,7 +93,7 @@ def _values(turn: NewTurn, now: float, *, overheard: bool = False) -> tuple[obje
         now,
         turn.kind.value,
         turn.duration,
-        rows.attachments_to_json(turn.attachments),
+        attachments_to_json(turn.attachments),
         int(turn.undelivered),
     )
 
@@ -146,10 +148,8 @@ def add_reply(
     usage = turn.usage
     if usage.total:
         booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
-        db.execute(
-            BOOK_USAGE,
-            (*booking, usage.prompt_tokens, usage.completion_tokens, 0, usage.cached_tokens),
-        )
+        costs = (usage.prompt_tokens, usage.completion_tokens, 0, usage.reasoning_tokens)
+        db.execute(BOOK_USAGE, (*booking, *costs, usage.cached_tokens))
     return row_id
 
 
@@ -193,13 +193,15 @@ def move_chat(db: sqlite3.Connection, old_chat_id: int, new_chat_id: int) -> int
     # was used before the old group's service message arrived).
     db.execute(
         "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-        "audio_seconds, cached_tokens) SELECT day, ?, user_id, calls, prompt_tokens, "
-        "completion_tokens, audio_seconds, cached_tokens FROM usage WHERE chat_id = ? "
+        "audio_seconds, reasoning_tokens, cached_tokens) SELECT day, ?, user_id, calls, "
+        "prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens "
+        "FROM usage WHERE chat_id = ? "
         "ON CONFLICT (day, chat_id, user_id) DO "
         "UPDATE SET calls = calls + excluded.calls, "
         "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
         "completion_tokens = completion_tokens + excluded.completion_tokens, "
         "audio_seconds = audio_seconds + excluded.audio_seconds, "
+        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
         "cached_tokens = cached_tokens + excluded.cached_tokens",
         (new_chat_id, old_chat_id),
     )

@@ -327,6 +327,18 @@ async def m011_cached_tokens(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
 
 
+async def m012_reasoning_tokens(db: aiosqlite.Connection) -> None:
+    """How many of the completion tokens a reasoning model spent thinking, per day and user.
+
+    Reasoning models (DeepSeek-R1, Qwen3, o-series) think before they answer; the thought is
+    never stored or shown as the reply, but it is billed as output. `completion_tokens` already
+    counts it; this column says how much of it was thought (the server's
+    `completion_tokens_details.reasoning_tokens`, or our count of the thought), so /usage can
+    show why a short answer cost many tokens. Rows before this migration thought nothing: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_memory,
@@ -338,6 +350,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m009_inbox,
     m010_undelivered_replies,
     m011_cached_tokens,
+    m012_reasoning_tokens,
 )
 
 

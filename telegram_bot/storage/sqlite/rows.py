@@ -6,13 +6,12 @@ in the same order, as the mapping function that reads them.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ...models import Attachment, Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
+from ...models import Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
+from ..attachments import attachments_from_json
 
 TURN_COLUMNS = (
     "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
@@ -47,27 +46,6 @@ def turn(row: Sequence[Any]) -> Turn:
         duration=row[14],
         attachments=attachments_from_json(row[15]),
         undelivered=bool(row[16]),
-    )
-
-
-def attachments_to_json(attachments: Sequence[Attachment]) -> str | None:
-    """The `attachments` column (m008): each attachment's fields, without empty ones."""
-    if not attachments:
-        return None
-    return json.dumps(
-        [
-            {k: v for k, v in dataclasses.asdict(item).items() if v is not None}
-            for item in attachments
-        ],
-        separators=(",", ":"),
-    )
-
-
-def attachments_from_json(raw: str | None) -> tuple[Attachment, ...]:
-    if not raw:
-        return ()
-    return tuple(
-        Attachment(**{**item, "kind": MessageKind(item["kind"])}) for item in json.loads(raw)
     )
 
 

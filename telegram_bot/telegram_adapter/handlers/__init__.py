@@ -13,7 +13,7 @@ from telegram.ext import (
 )
 
 from ..services import BotApp
-from ..sinks import STOP_DATA
+from ..sinks import CONTINUE_DATA, STOP_DATA
 from . import admin, chat, commands, control, errors, gate, group, input, media, membership, usage
 
 # Recordings, photos and files (an animated GIF also carries a document: it is not one).
@@ -36,8 +36,12 @@ def register(application: BotApp) -> None:
     application.add_handler(CommandHandler("memory", commands.memory))
     application.add_handler(CommandHandler("stop", control.stop_command))
     application.add_handler(CommandHandler("retry", control.retry))
+    application.add_handler(CommandHandler("continue", control.continue_command))
     application.add_handler(CommandHandler("usage", usage.usage))
     application.add_handler(CallbackQueryHandler(control.stop_button, pattern=f"^{STOP_DATA}$"))
+    application.add_handler(
+        CallbackQueryHandler(control.continue_button, pattern=f"^{CONTINUE_DATA}$")
+    )
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, chat.on_text)
     )

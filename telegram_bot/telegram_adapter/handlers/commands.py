@@ -55,6 +55,7 @@ MENU: tuple[MenuCommand, ...] = (
     _command("memory", "What I remember of this conversation", PRIVATE, GROUP),
     _command("stop", "Stop the answer being written", PRIVATE, GROUP),
     _command("retry", "Answer my last question again", PRIVATE, GROUP),
+    _command("continue", "Go on with an answer that stopped early", PRIVATE, GROUP),
     _command("usage", "Tokens you used today and this month", PRIVATE, GROUP),
 )
 

@@ -1,11 +1,13 @@
-"""Stop and retry: the Stop button, /stop and /retry.
+"""Stop, retry and continue: the Stop button, /stop, /retry, /continue and the Continue button.
 
 The Stop button and /stop bypass the chat's queue (see `ordering.ordering_key`), so they reach
 the engine while the reply they stop is still streaming. In a group only the person who asked
 may stop a reply. /stop's confirmation is posted by the stopped reply itself, right below the
 text written so far (and before any message queued behind it); the button's is a toast.
 /retry waits its turn like any message, then answers the last question again; in a group only
-the person who asked it, or an admin, may retry it.
+the person who asked it, or an admin, may retry it. /continue and the Continue button (below an
+answer that reached the output limit) wait their turn too, then go on with the last answer
+where it stopped, with the same rule in groups; the button is taken off once pressed.
 """
 
 from __future__ import annotations
@@ -92,6 +94,38 @@ async def retry(update: Update, context: Context) -> None:
         lambda sink: engine.retry(
             key, sink, user_id, may_retry_others=check, source=TelegramMedia(context.bot, message)
         ),
+    )
+
+
+async def continue_command(update: Update, context: Context) -> None:
+    await _continue(update, context)
+
+
+async def continue_button(update: Update, context: Context) -> None:
+    query = update.callback_query
+    if query is None:
+        return
+    try:  # pressed once: the button goes, the continuation shows the rest
+        await query.answer()
+        await query.edit_message_reply_markup(None)
+    except TelegramError as exc:  # cosmetic; the continuation still runs
+        log.debug("Could not take the Continue button off: %s", exc)
+    await _continue(update, context)
+
+
+async def _continue(update: Update, context: Context) -> None:
+    key = chat_key(update)
+    if key is None or update.effective_message is None:
+        return
+    user = update.effective_user
+    engine = context.services.engine
+    user_id = user.id if user else None
+    check = _admin_check(update, context)
+    await answer(
+        update,
+        context,
+        key,
+        lambda sink: engine.continue_(key, sink, user_id, may_continue_others=check),
     )
 
 

@@ -97,7 +97,7 @@ async def _refuse(
     if message is None or (not private and not is_for_me(message, context.bot)):
         return
     key = user_id if user_id is not None else chat_id or 0
-    if not guard.refusals.should_answer(key):
+    if not await guard.refusals.answer_now(key):
         log.debug("Refused user %s in chat %s again (not answering)", user_id, chat_id)
         return
     log.info("Refused user %s in chat %s (not in ALLOWED_USER_IDS)", user_id, chat_id)
@@ -113,7 +113,7 @@ async def _leave(update: Update, context: Context, chat_id: int) -> None:
     if change is not None and change.new_chat_member.status in _GONE:
         return  # already out of the chat
     log.warning("chat=%s is not in ALLOWED_CHAT_IDS; leaving it", chat_id)
-    if services.guard.refusals.should_answer(chat_id):
+    if await services.guard.refusals.answer_now(chat_id):
         try:
             await context.bot.send_message(chat_id, leaving_text(chat_id))
         except TelegramError as exc:

@@ -24,6 +24,7 @@ from typing import Final
 from .markdown import render_markdown
 from .spans import Entity, Part, utf16_len
 from .split import split
+from .thought import with_thought
 
 __all__ = [
     "MAX_MESSAGE_UTF16",
@@ -32,6 +33,7 @@ __all__ = [
     "render",
     "render_plain",
     "utf16_len",
+    "with_thought",
 ]
 
 MAX_MESSAGE_UTF16: Final = 4096
