@@ -221,7 +221,8 @@ class Settings:
     recovery_window: float = _setting("RECOVERY_WINDOW", _float(0.0), 900.0)
 
     # --- Long conversations and memory (issue 3) ---------------------------------------------
-    # MODEL_CONTEXT_WINDOW unset: a default for the model family (see `budget.context_window_for`).
+    # MODEL_CONTEXT_WINDOW unset: what the server says at start-up (`llm/server_info.py`), else a
+    # default for the model family (see `budget.context_window_for`).
     model_context_window: int | None = _setting("MODEL_CONTEXT_WINDOW", _int(256), None)
     # 0 turns summaries off (oldest turns are then only dropped from the prompt).
     summary_token_budget: int = _setting("SUMMARY_TOKEN_BUDGET", _int(0, 100_000), 600)

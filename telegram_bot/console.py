@@ -69,6 +69,7 @@ async def run_console(
     await store.open()
     llm = LLM(settings)
     engine = Conversation(store, llm, settings)
+    await engine.discover_window()
     loop = asyncio.get_running_loop()
     out.write(f"Console chat with {settings.openai_model}. {COMMANDS}\n")
     try:

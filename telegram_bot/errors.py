@@ -53,6 +53,19 @@ class ModelNotFound(ModelError):
 class ContextTooLong(ModelError):
     """This conversation is too long for the model. Send /reset to start a fresh one."""
 
+    def __init__(self, window: int | None = None, prompt_tokens: int | None = None) -> None:
+        super().__init__("context length exceeded")
+        self.window = window  # the server's window, where its error says it
+        self.prompt_tokens = prompt_tokens  # the prompt as the server counted it, where said
+
+
+class EmptyStream(ContextTooLong):
+    """The model server returned an empty answer. Please try again in a moment."""
+
+    # A 200 stream with no chunk at all, which a non-streamed probe could not explain: how
+    # llama-cpp-python answers a prompt longer than its window, so it is taken as an overflow
+    # once; the same again for a smaller prompt is a broken server, and this line says so.
+
 
 class PromptTooLong(ModelError):
     """That message is too long for this model's context window. Please send a shorter one."""

@@ -393,6 +393,32 @@ async def test_a_file_too_long_for_the_models_window_is_refused_before_it_is_sto
         await bot.stop()
 
 
+async def test_a_small_photo_is_budgeted_at_what_a_local_vision_server_counts(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI
+) -> None:
+    """A local vision model counts any image at 576 tokens (LLaVA 1.5 on llama-server, measured:
+    tests/real/test_llama_vision.py), a 32-px one too; the bot budgets for that and leaves out
+    old history, instead of first sending a prompt the server's window cannot hold."""
+    ai.context_window = 1024
+    bot = await bot_factory(
+        openai_model="llava", model_context_window=1024, max_output_tokens=64
+    ).start()
+    try:
+        words = " ".join(f"w{n}" for n in range(120))
+        for turn in range(1, 4):
+            ai.enqueue("Noted.")
+            tg.send_text(ALICE, words, user_id=ALICE)
+            await texts_after(tg, turn)
+        ai.enqueue("A grey square.")
+        tg.send_photo(ALICE, [(files.jpeg(32, 32, 90), 320, 320)], "and this?", user_id=ALICE)
+        assert (await texts_after(tg, 4))[-1] == "A grey square."
+        # One request for the photo, and it fitted: no overflow for the server to refuse first.
+        [photo_request] = [r for r in ai.requests if r.images]
+        assert photo_request.prompt_tokens + 64 <= 1024
+    finally:
+        await bot.stop()
+
+
 async def test_an_image_sent_as_a_file_is_looked_at(
     bot: RunningBot, tg: FakeTelegram, ai: FakeOpenAI
 ) -> None:

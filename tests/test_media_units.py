@@ -21,9 +21,12 @@ from tests.fakes import media_files as files
         ("gpt-4o-2024-08-06", (512, 512), 85 + 170),
         ("gpt-4o-mini", (1024, 1024), 2833 + 5667 * 4),
         ("o1", (512, 512), 75 + 150),
-        # Anything else: one token per 28×28 pixels, at least 256.
+        # Anything else: one token per 28×28 pixels, at least 576 (LLaVA 1.5 spends 576 on any
+        # image: measured on a real llama-server in tests/real/test_llama_vision.py).
         ("qwen2.5vl", (1280, 960), 46 * 35),
-        ("gemma3", (64, 64), 256),
+        ("gemma3", (64, 64), 576),
+        ("llava", (320, 320), 576),
+        ("llava", (640, 640), 576),
     ],
 )
 def test_image_costs_follow_the_providers_rule(

@@ -83,6 +83,12 @@ class Conversation:
 
     # -- a user's message ----------------------------------------------------------------
 
+    async def discover_window(self) -> None:
+        """Asks the model server for its context window (bounded; silent when it says
+        nothing) and logs the one line saying which window is used and where it came from."""
+        info = await self.llm.probe_server()
+        self.memory.use_server_window(info.window, info.source)
+
     async def respond(self, incoming: Incoming, sink: ReplySink) -> Reply | None:
         """Answers one user message; raises ModelError after storing whatever can be kept.
 

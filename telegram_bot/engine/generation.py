@@ -5,8 +5,10 @@ The call runs as a task of its own, registered with `RunningReplies` (a coordina
 interface), so /stop, the Stop button or shutdown can cancel it, which closes the model's
 stream; the text so far is kept and stored as `stopped` or `partial`. The same cut ends an
 answer that passes ANSWER_TIMEOUT or MAX_ANSWER_CHARS, however the server streams (one that
-never stops, or trickles under the read timeout). A context-length error
-from the server raises the learned token factor and retries once with a squeezed prompt. The
+never stops, or trickles under the read timeout). A context-length error from the server (a
+400, or a stream that came back empty) teaches the memory the window and the token factor its
+error names (or raises the factor a step) and retries once with a squeezed prompt. Where
+streams carry no usage, the server's tokenizer calibrates the count now and then. The
 reply is stored once, when it is complete or cut short, together with what it cost
 (`Store.add_reply`), so the database never holds a half-written turn; it is stored before it
 is delivered, marked undelivered until the sink has delivered it (`Store.mark_delivered`).
@@ -34,6 +36,7 @@ from ..errors import (
     AnswerTooLong,
     AnswerTooSlow,
     ContextTooLong,
+    EmptyStream,
     ModelError,
     ModelStreamInterrupted,
     ModelTimeout,
@@ -110,6 +113,7 @@ class ReplyWriter:
         self.settings = settings
         self.memory = memory
         self.replies = replies
+        self._unmeasured = 0  # calls whose usage was estimated (no usage in streams)
 
     async def write(
         self,
@@ -236,19 +240,39 @@ class ReplyWriter:
         )
         try:
             return await self._call(incoming, prompt, listeners, progress, media)
-        except ContextTooLong:
+        except ContextTooLong as exc:
             log.warning(
-                "chat=%s context length exceeded at %d counted tokens; retrying smaller",
+                "chat=%s context length exceeded at %d counted tokens (server: window %s, "
+                "prompt %s); retrying smaller",
                 chat,
                 prompt.tokens,
+                exc.window or "?",
+                exc.prompt_tokens or "?",
             )
-            await self.memory.overflowed(self.settings.openai_model)
-            # The raised factor also lowers the verbatim cap, so the compaction that follows
-            # the reply folds what this squeezed prompt had to leave out.
-            prompt = await self.memory.prompt(
-                chat, persona, squeeze=0.5, turn_id=turn_id, question=question, attached=attached
-            )
+            await self._overflowed(exc, prompt)
+        # The learned window or factor also lowers the verbatim cap, so the compaction that
+        # follows the reply folds what this squeezed prompt had to leave out.
+        prompt = await self.memory.prompt(
+            chat, persona, squeeze=0.5, turn_id=turn_id, question=question, attached=attached
+        )
+        try:
             return await self._call(incoming, prompt, listeners, progress, media)
+        except EmptyStream:  # empty again, smaller: a broken server, not an overflow
+            raise
+        except ContextTooLong as exc:  # learnt, so the next message fits; this one failed
+            await self._overflowed(exc, prompt)
+            raise
+
+    async def _overflowed(self, exc: ContextTooLong, prompt: Prompt) -> None:
+        """Learns what the overflow says; where it says nothing, asks the server's tokenizer."""
+        counted, reported = prompt.tokens, exc.prompt_tokens
+        if reported is None:
+            measured = await self.llm.count_on_server(prompt.messages)
+            if measured is not None:
+                counted, reported = measured
+        await self.memory.overflowed(
+            self.settings.openai_model, window=exc.window, counted=counted, reported=reported
+        )
 
     async def _call(
         self,
@@ -280,7 +304,19 @@ class ReplyWriter:
             await self.memory.learn(
                 self.settings.openai_model, prompt.tokens, completion.usage.prompt_tokens
             )
+        elif not media.pictures:
+            await self._calibrate(prompt)
         return completion
+
+    async def _calibrate(self, prompt: Prompt) -> None:
+        """No usage came back: every 16th such call (the first included) asks the server's
+        tokenizer, where it has one, how it counts this prompt."""
+        self._unmeasured += 1
+        if self._unmeasured % 16 != 1:
+            return
+        measured = await self.llm.count_on_server(prompt.messages)
+        if measured is not None:
+            await self.memory.learn(self.settings.openai_model, *measured)
 
     async def _stoppable(
         self, incoming: Incoming, call: Callable[[], Awaitable[Completion]], request: _StopRequest

@@ -5,9 +5,7 @@ lazily (it takes most of a second to import), warmed on a thread right after sta
 first update is not kept waiting. Retries with `Retry-After` and jittered back-off are the SDK's
 own (`OPENAI_MAX_RETRIES`). Streaming asks for usage (`stream_options.include_usage`); a server
 that rejects the option is remembered and asked without it, and usage is then estimated with
-tiktoken. Every call logs one INFO line: chat, model, tokens in/out (and in from the
-server's prompt cache), latency, outcome. A chat's calls carry its `prompt_cache_key`
-(`prompt_cache.py`); a server that refuses the field is remembered and asked without it.
+tiktoken. Every call logs one INFO line: chat, model, tokens in/out/cached, latency, outcome.
 
 A call may carry images for the newest user turn (`vision.py` makes the parts and remembers
 the models that refuse them; the default model for such a call is VISION_MODEL).
@@ -24,13 +22,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import tokens
 from ..errors import (
     ContextTooLong,
     EmptyCompletion,
+    EmptyStream,
     ModelAuthError,
     ModelError,
     ModelNotFound,
@@ -43,8 +42,10 @@ from ..errors import (
 )
 from ..models import Usage
 from .chunks import StreamReader, reasoning_of
-from .prompt_cache import cache_key, cached_tokens
+from .overflow import CONTEXT_MARKERS, overflow
+from .prompt_cache import CacheKeys, cache_fields, cached_tokens
 from .reasoning import split_thought
+from .server_info import ServerInfo, count_prompt, probe
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
 
 if TYPE_CHECKING:
@@ -56,13 +57,6 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 OnText = Callable[[str], None]
-
-_CONTEXT_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "too many tokens",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +80,26 @@ class LLM:
         self._client: AsyncOpenAI | None = None
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
-        self._no_cache_key: set[str] = set()  # base URLs that refused prompt_cache_key
+        self._cache_keys = CacheKeys()
         self.vision = VisionMemory()
+        self.server = ServerInfo()  # what the server says about itself (`probe_server`)
+
+    async def probe_server(self) -> ServerInfo:
+        """Asks the server for its context window and tokenizer (bounded, silent on failure)."""
+        self.server = await probe(self._settings)
+        return self.server
+
+    async def count_on_server(self, messages: Sequence[Message]) -> tuple[int, int] | None:
+        """Our count and the server tokenizer's of the same text, where it has a tokenizer."""
+        if self.server.tokenizer is None:
+            return None
+        counted = await count_prompt(self._settings, self.server.tokenizer, messages)
+        if counted is None:
+            return None
+        model = self._settings.openai_model
+        if counted.whole:
+            return tokens.count_messages(messages, model), counted.tokens
+        return tokens.count_text("\n".join(m["content"] for m in messages), model), counted.tokens
 
     def accepts_images(self, model: str | None = None) -> bool:
         """False once the model refused an image (until a restart)."""
@@ -127,17 +139,13 @@ class LLM:
         dict, as in the API reference), which spares building a pydantic model per chunk.
         """
         base = self._settings.openai_base_url
-        if "prompt_cache_key" in body and base in self._no_cache_key:
-            body = {k: v for k, v in body.items() if k != "prompt_cache_key"}
+        body = self._cache_keys.body_for(base, body)
         try:
             return await self._post(body, retries)
         except Exception as exc:
-            if "prompt_cache_key" not in body or "prompt_cache_key" not in str(exc):
+            if not self._cache_keys.refused(base, body, exc):
                 raise
-            # A server that validates its fields strictly: the key is only a hint, drop it.
-            log.info("The model server rejects prompt_cache_key; it is no longer sent")
-            self._no_cache_key.add(base)
-            return await self._create(body, retries)
+            return await self._create(body, retries)  # again, without the key
 
     async def _post(self, body: dict[str, Any], retries: int | None) -> Any:
         from openai import AsyncStream
@@ -182,8 +190,7 @@ class LLM:
 
         `images` go on the last message as image parts (with `hint` after its text); a model
         that refuses them raises VisionRefused, now and for every later call with images.
-        `cache_for` (a chat's key) sends `prompt_cache_key` (`cache_key`) so the provider
-        routes the chat's calls to where its prompt prefix is cached."""
+        `cache_for` (a chat's key) sends its `prompt_cache_key` (`prompt_cache.py`)."""
         model = model or (self._settings.image_model if images else self._settings.openai_model)
         started = time.perf_counter()
         outcome = "ok"
@@ -191,15 +198,12 @@ class LLM:
         try:
             if images and not self.accepts_images(model):
                 raise VisionRefused()
-            call = _Call(
-                attach(messages, images, hint) if images else list(messages),
-                images,
-                cache_key(self._settings, cache_for) if cache_for else "",
-            )
+            sent = attach(messages, images, hint) if images else list(messages)
+            call = _Call(sent, images, cache_fields(self._settings, cache_for))
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
-                result = await self._stream(call, model, max_tokens, on_text, on_thought)
+                result = await self._stream_or_ask(call, model, max_tokens, on_text, on_thought)
             else:
                 result = await self._complete(call, model, max_tokens)
             if not result.text.strip():
@@ -256,6 +260,40 @@ class LLM:
                 on_text(result.text)
             return result
 
+    async def _stream_or_ask(
+        self,
+        call: _Call,
+        model: str,
+        max_tokens: int | None,
+        on_text: OnText | None,
+        on_thought: OnText | None = None,
+    ) -> Completion:
+        """Streams a call; a stream that ends with no text and no finish_reason is asked once
+        more without streaming, to learn why. llama-cpp-python answers a prompt past its
+        window so (an empty 200 stream), and its non-streamed error says the window and the
+        prompt's size (ContextTooLong with both); a server that answers that one is answered;
+        one that returns nothing again raises EmptyStream (taken as an overflow once)."""
+        try:
+            return await self._stream(call, model, max_tokens, on_text, on_thought)
+        except _NoAnswer:
+            log.warning(
+                "The model server ended a stream with no answer and no finish_reason; "
+                "asking once without streaming"
+            )
+        retries = max(1, self._settings.openai_max_retries)  # the dead stream's connection
+        try:
+            result = await self._complete(call, model, max_tokens, retries)
+        except ContextTooLong:
+            raise
+        except ModelError as exc:
+            log.warning("The model server failed the same request unstreamed: %r", exc.__cause__)
+            raise
+        if not result.text.strip():
+            raise EmptyStream()
+        if on_text is not None:
+            on_text(result.text)
+        return result
+
     async def _complete(
         self, call: _Call, model: str, max_tokens: int | None, retries: int | None = None
     ) -> Completion:
@@ -301,12 +339,9 @@ class LLM:
                 return await self._stream(call, model, max_tokens, on_text, on_thought)
             raise translate(exc, self._settings, images=bool(call.images)) from exc
         reader = StreamReader(on_text, on_thought)
-        timings: Any = None
         try:
             async for chunk in stream:
                 reader.read(chunk)
-                if chunk.get("timings") is not None:  # llama-server: the last chunk
-                    timings = chunk
         except Exception as exc:
             error = translate(exc, self._settings)
             text = reader.answer()
@@ -316,9 +351,13 @@ class LLM:
         text = reader.answer()
         if reader.finish is None and reader.usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
-            raise ModelStreamInterrupted(text) if text else ModelUnavailable()
-        usage, estimated = _usage(reader.usage, call, text, model, reader.thought, timings)
+            raise ModelStreamInterrupted(text) if text else _NoAnswer()
+        usage, estimated = _usage(reader.usage, call, text, model, reader.thought, reader.timings)
         return Completion(text, usage, model, reader.finish, estimated, reader.thought)
+
+
+class _NoAnswer(ModelUnavailable):
+    """Internal: a stream ended with no text and no finish_reason (none, or a dead one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,11 +366,7 @@ class _Call:
 
     messages: list[dict[str, Any]]
     images: Sequence[Picture] = ()
-    cache_key: str = ""
-
-    @property
-    def extra(self) -> dict[str, Any]:
-        return {"prompt_cache_key": self.cache_key} if self.cache_key else {}
+    extra: dict[str, Any] = field(default_factory=dict)  # prompt_cache_key
 
 
 def _limit(max_tokens: int | None) -> dict[str, Any]:
@@ -342,8 +377,7 @@ def _usage(
     raw: Any, call: _Call, text: str, model: str, thought: str = "", body: Any = None
 ) -> tuple[Usage, bool]:
     """The call's usage as the server reported it, else estimated (a thought counts as output
-    and as reasoning tokens); with the prompt tokens it served from its cache (`body`: the
-    reply or the stream's last chunk, where llama.cpp puts its `timings`)."""
+    and as reasoning tokens); `body` (llama.cpp's `timings`) may say what came from its cache."""
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
         details = raw.get("completion_tokens_details")
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
@@ -363,7 +397,6 @@ def _usage(
             tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
         )
     reasoning = tokens.count_text(thought, model) if thought else 0
-    # A server that reports no usage may still say what it took from its cache (timings).
     completion = tokens.count_text(text, model) + reasoning
     return Usage(prompt, completion, reasoning, cached_tokens(None, body)), True
 
@@ -378,7 +411,7 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return exc
     if images and isinstance(exc, openai.APIStatusError):
         refused = rejects_images(exc.status_code, str(exc))
-        if refused and not any(m in str(exc).lower() for m in _CONTEXT_MARKERS):
+        if refused and not any(m in str(exc).lower() for m in CONTEXT_MARKERS):
             return VisionRefused()
         if refused is False:
             log.warning("The model server could not read an image: %s", exc)
@@ -406,8 +439,8 @@ def translate(exc: BaseException, settings: Settings, *, images: bool = False) -
         return ModelNotFound()
     if isinstance(exc, openai.APIStatusError):
         message = str(exc).lower()
-        if exc.status_code in (400, 413) and any(m in message for m in _CONTEXT_MARKERS):
-            return ContextTooLong()
+        if exc.status_code in (400, 413) and any(m in message for m in CONTEXT_MARKERS):
+            return overflow(exc.body, message)
         if exc.status_code >= 500:
             return ModelUnavailable()
         log.error("The model server rejected the request (HTTP %s): %s", exc.status_code, exc)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Settings
+
+log = logging.getLogger(__name__)
+FIELD = "prompt_cache_key"
 
 
 def cache_key(settings: Settings, chat: str) -> str:
@@ -23,6 +27,32 @@ def cache_key(settings: Settings, chat: str) -> str:
     secret = (settings.telegram_bot_token or str(settings.database_path)).encode()
     digest = hmac.new(secret, f"prompt-cache:{chat}".encode(), hashlib.sha256).hexdigest()
     return f"chat-{digest[:32]}"
+
+
+def cache_fields(settings: Settings, chat: str) -> dict[str, Any]:
+    """The request fields for a chat's calls (none without a chat)."""
+    return {FIELD: cache_key(settings, chat)} if chat else {}
+
+
+class CacheKeys:
+    """Servers that refused the field: a strict one (some validate every field) is asked again
+    without it, and it is not sent there again until a restart; the key is only a hint."""
+
+    def __init__(self) -> None:
+        self._refused: set[str] = set()  # base URLs
+
+    def body_for(self, base: str, body: dict[str, Any]) -> dict[str, Any]:
+        if FIELD in body and base in self._refused:
+            return {k: v for k, v in body.items() if k != FIELD}
+        return body
+
+    def refused(self, base: str, body: dict[str, Any], exc: BaseException) -> bool:
+        """Whether `exc` is the server refusing the field (then remembered)."""
+        if FIELD not in body or FIELD not in str(exc):
+            return False
+        log.info("The model server rejects prompt_cache_key; it is no longer sent")
+        self._refused.add(base)
+        return True
 
 
 def cached_tokens(raw: Any, body: Any = None) -> int:

@@ -13,8 +13,8 @@ restart (settings change only at one).
 
 What an image costs in the prompt, `image_tokens`, follows the provider's published rule where
 we know it (OpenAI's tiles) and an estimate otherwise (one token per 28×28 pixels, as
-Qwen2.5-VL counts, the most expensive of the common local vision models; at least 256, what
-Gemma 3 spends on any image).
+Qwen2.5-VL counts, the most expensive of the common local vision models; at least 576, what
+LLaVA 1.5 spends on any image, small or not: measured on llama-server; Gemma 3 spends 256).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from typing import Any
 # at most this long is sent (OpenAI scales anything larger down to 2048 anyway).
 MAX_IMAGE_SIDE = 2048
 IMAGE_MIMES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+# LLaVA 1.5 resizes every image to 336 px and spends 24 × 24 tokens on it, however small.
+MIN_LOCAL_IMAGE_TOKENS = 576
 
 # A model that gets no caption is told what to do with the image.
 NO_CAPTION_HINT = "(No caption: look at the image and respond to it.)"
@@ -142,7 +144,7 @@ def image_tokens(model: str, width: int | None, height: int | None) -> int:
         return base + per_tile * _tiles(width, height)
     scale = min(1.0, MAX_IMAGE_SIDE / max(width, height))
     patches = math.ceil(width * scale / 28) * math.ceil(height * scale / 28)
-    return max(256, patches)
+    return max(MIN_LOCAL_IMAGE_TOKENS, patches)
 
 
 # -- what an image is ----------------------------------------------------------------------------

@@ -4,6 +4,9 @@
 summary and unsummarised turns (`Store.backlog`), the recall search when older turns exist,
 the caps for this turn (`budget.py`), and the learned per-model correction factor
 (`calibration.py`), saved in the store so a restart does not overflow once to learn it again.
+The window is MODEL_CONTEXT_WINDOW, else what the server said at start-up (`llm/server_info.py`),
+else the family table; an overflow error that names a smaller window lowers it for good (this
+process), whatever the source.
 Summaries are written by `compaction.py` after the reply.
 """
 
@@ -44,6 +47,23 @@ class Memory:
         self.settings = settings
         self.calibration = Calibration()
         self._loaded = False
+        self.server_window: int | None = None  # what the server said at start-up
+        self.window_source = ""
+        self._learned_window: int | None = None  # what an overflow error said, if smaller
+
+    def use_server_window(self, window: int | None, source: str) -> None:
+        """Adopts the window the server reported; logs the one line saying which is used."""
+        self.server_window, self.window_source = window, source
+        s = self.settings
+        if s.model_context_window:
+            where = "MODEL_CONTEXT_WINDOW"
+            if window and window < s.model_context_window:
+                where += f"; the server says {window} ({source}), so expect overflows"
+        elif window:
+            where = source
+        else:
+            where = f"model family table for {self.model!r}; the server does not say it"
+        log.info("Context window: %d tokens (%s)", self.window, where)
 
     async def load_factors(self) -> None:
         """Reads the factors learned before a restart, once per process."""
@@ -55,8 +75,33 @@ class Memory:
         if self.calibration.observe(model, counted, reported):
             await self.store.set_token_factor(model, self.calibration.factor(model))
 
-    async def overflowed(self, model: str) -> None:
-        self.calibration.overflowed(model)
+    async def overflowed(
+        self,
+        model: str,
+        *,
+        window: int | None = None,
+        counted: int = 0,
+        reported: int | None = None,
+    ) -> None:
+        """The server refused a prompt we counted `counted` as too long: learns the window and
+        the token factor from what its error said (`window`, `reported`), or, where it said
+        nothing, raises the factor by a step."""
+        explained = False
+        if window and window < self.window:
+            log.warning(
+                "model=%s the server's context window is %d tokens, not %d: using %d",
+                model,
+                window,
+                self.window,
+                window,
+            )
+            self._learned_window = window
+            explained = True
+        if reported and counted >= 16 and reported / counted > self.calibration.factor(model):
+            self.calibration.observe(model, counted, reported)  # it must cover this count
+            explained = True
+        elif not explained:
+            self.calibration.overflowed(model)
         await self.store.set_token_factor(model, self.calibration.factor(model))
 
     @property
@@ -65,7 +110,9 @@ class Memory:
 
     @property
     def window(self) -> int:
-        return self.settings.context_window
+        s = self.settings
+        window = s.model_context_window or self.server_window or s.context_window
+        return min(window, self._learned_window or window)
 
     @property
     def max_output_tokens(self) -> int:

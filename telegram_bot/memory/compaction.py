@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .. import tokens
 from ..clock import today
-from ..errors import ModelError
+from ..errors import ContextTooLong, ModelError
 from ..models import ChatKey, NewSummary, Summary, Turn
 from . import budget
 from .assembler import Memory
@@ -145,7 +145,7 @@ class Compactor:
     def _window(self) -> int:
         s = self.settings
         if self.model == s.openai_model:
-            return s.context_window
+            return self.memory.window
         return budget.context_window_for(self.model)
 
     async def maintain(
@@ -208,13 +208,13 @@ class Compactor:
             summariser_messages(summary.text if summary else "", [], max_tokens=1, group=True),
             self.model,
         )
-        return max(256, limit - fixed)
+        return max(64, limit - fixed)  # a small window leaves little room: fold less at once
 
     async def _fold(
         self, chat: ChatKey, summary: Summary | None, chunk: list[Turn], line_cap: int
     ) -> Summary:
         s = self.settings
-        cap = s.summary_token_budget
+        cap = budget.output_reserve(self._window(), s.summary_token_budget)
         messages = summariser_messages(
             summary.text if summary else "",
             chunk,
@@ -224,13 +224,22 @@ class Compactor:
             model=self.model,
         )
         self.calls += 1
-        completion = await self.llm.chat(
-            messages,
-            model=self.model,
-            max_tokens=cap,
-            stream=False,
-            label=f"{chat} summary",
-        )
+        try:
+            completion = await self.llm.chat(
+                messages,
+                model=self.model,
+                max_tokens=cap,
+                stream=False,
+                label=f"{chat} summary",
+            )
+        except ContextTooLong as exc:  # learnt, so the next fold is sized to fit
+            await self.memory.overflowed(
+                self.model,
+                window=exc.window if self.model == s.openai_model else None,
+                counted=tokens.count_messages(messages, self.model),
+                reported=exc.prompt_tokens,
+            )
+            raise
         # Booked on the chat with no user (user_id 0), so /usage and DAILY_TOKEN_LIMIT_CHAT
         # count what keeping the chat's memory costs, as they count its answers.
         usage = completion.usage

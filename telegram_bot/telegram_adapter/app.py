@@ -109,6 +109,7 @@ async def _post_init(application: BotApp) -> None:
     replica = services.replica
     if replica is not None:  # registered before any update is kept or taken over
         await replica.start()
+    await services.engine.discover_window()
     services.bot_username = application.bot.username
     warming = asyncio.get_running_loop().run_in_executor(None, _warm, services)
     services.spawn(_freeze_after([warming]), name="gc-freeze")

@@ -38,6 +38,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from . import _tokens
+from ._openai_local import Empty, OpenAILocal, empty_stream, llama_server_overflow
 from ._openai_media import OpenAIMedia, dead_stream, image_urls
 from ._server import (
     FakeServer,
@@ -171,6 +172,7 @@ class Error:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     raw_body: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more fields of the error object
 
     def body(self) -> dict[str, Any]:
         message, kind, code = _ERROR_DEFAULTS.get(self.status, (f"Error {self.status}", "", None))
@@ -180,6 +182,7 @@ class Error:
                 "type": self.type if self.type is not None else kind,
                 "param": self.param,
                 "code": self.code if self.code is not None else code,
+                **self.extra,
             }
         }
 
@@ -223,7 +226,7 @@ class Endless:
     delay: float = 0.0
 
 
-Behaviour = str | Reply | Error | Hang | Chunks | Endless
+Behaviour = str | Reply | Error | Hang | Chunks | Endless | Empty
 Responder = Callable[[ChatRequest], Behaviour | Awaitable[Behaviour]]
 
 
@@ -347,11 +350,11 @@ def usage_body(prompt: int, completion: int, reasoning: int = 0, cached: int = 0
 LIVE: weakref.WeakSet[FakeOpenAI] = weakref.WeakSet()  # every fake made by this process
 
 
-class FakeOpenAI(OpenAIMedia, FakeServer):
+class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
     """The fake chat-completions server. See the module docstring for usage.
 
     Tunables (plain attributes, change them any time): `api_key`, `latency`, `chunk_chars`,
-    `chunk_delay`, `token_factor`, `context_window`, `reject_stream_options`,
+    `chunk_delay`, `token_factor`, `context_window`, `image_tokens`, `reject_stream_options`,
     `reject_prompt_cache_key`, `models`, `responder`.
 
     Prompt caching as OpenAI reports it: a request with a `prompt_cache_key` gets
@@ -378,6 +381,9 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         self.chunk_delay = chunk_delay
         self.token_factor = token_factor
         self.context_window = context_window
+        # What each image part adds to the prompt: 576, as llama-server counts a LLaVA 1.5
+        # image of any size (docs/real-servers.md, finding 11).
+        self.image_tokens = 576
         self.reject_stream_options = False
         self.reject_prompt_cache_key = False  # answer 400, as a strict server does
         self._cache: dict[str, list[int]] = {}  # prompt_cache_key -> its last prompt's tokens
@@ -387,6 +393,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         self._journal: Journal[ChatRequest] = Journal()
         self._ids = itertools.count(1)
         self._init_media()
+        self._init_local()
         LIVE.add(self)
 
     @property
@@ -406,6 +413,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_post("/v1/audio/transcriptions", self._audio_transcriptions)
         app.router.add_routes(control_routes(self))
+        app.router.add_routes(self.local_routes())
         return app
 
     # ----------------------------------------------------------------- scripting
@@ -454,7 +462,8 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
 
     def count_prompt_tokens(self, messages: list[dict[str, Any]], model: str = "") -> int:
         """Prompt tokens as this server reports and enforces them (token_factor applied)."""
-        return round(_tokens.count_messages(messages, model) * self.token_factor)
+        images = len(image_urls(messages)) * self.image_tokens
+        return round(_tokens.count_messages(messages, model) * self.token_factor) + images
 
     def count_completion_tokens(self, text: str, model: str = "") -> int:
         return round(_tokens.count_text(text, model) * self.token_factor)
@@ -468,6 +477,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         created = int(time.time())
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "fake"}
+            | self.model_entry(name)
             for name in self.models
         ]
         return json_response({"object": "list", "data": data})
@@ -486,9 +496,15 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         )
         if rejection is not None:
             return await self._fail(rejection)
+        if self.overflows_silently(chat):
+            return await empty_stream(request)
         behaviour = await self._next_behaviour(chat)
         if isinstance(behaviour, Error):
             return await self._fail(behaviour)
+        if isinstance(behaviour, Empty):
+            if chat.stream:
+                return await empty_stream(request)
+            behaviour = Reply("")
         if isinstance(behaviour, Hang):
             await self.sleep(behaviour.seconds)
             return close_without_answer(request)
@@ -571,6 +587,12 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
             return None
         completion = chat.body.get("max_completion_tokens") or chat.body.get("max_tokens")
         completion = int(completion) if completion else None
+        if self.overflow_style == "empty-stream" and chat.stream:
+            return None  # llama-cpp-python: see `overflows_silently`
+        if self.overflow_style == "llama-server":
+            if chat.prompt_tokens <= self.context_window:
+                return None  # it stops at the window with finish_reason "length"
+            return llama_server_overflow(self.context_window, chat.prompt_tokens)
         if chat.prompt_tokens + (completion or 0) <= self.context_window:
             return None
         return context_error(self.context_window, chat.prompt_tokens, completion)
@@ -579,7 +601,9 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
         await self.sleep(error.delay)
         return error.response()
 
-    async def _next_behaviour(self, chat: ChatRequest) -> Reply | Error | Hang | Chunks | Endless:
+    async def _next_behaviour(
+        self, chat: ChatRequest
+    ) -> Reply | Error | Hang | Chunks | Endless | Empty:
         if self._queue:
             behaviour: Any = self._queue.popleft()
         else:
@@ -593,7 +617,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
             id=f"chatcmpl-fake{next(self._ids):08d}",
             created=int(time.time()),
             model=chat.model or "",
-            include_usage=chat.include_usage,
+            include_usage=chat.include_usage and self.stream_usage,
         )
 
     def _usage(self, chat: ChatRequest, reply: Reply) -> dict[str, Any]:
@@ -657,7 +681,7 @@ class FakeOpenAI(OpenAIMedia, FakeServer):
             if not await self._stream_deltas(response, identity, reply):
                 return close_without_answer(request, response)
             await response.write(sse(identity.chunk({}, reply.finish_reason)))
-            if chat.include_usage:
+            if identity.include_usage:
                 await response.write(sse(identity.usage_chunk(self._usage(chat, reply))))
             await response.write(b"data: [DONE]\n\n")
         except ConnectionError:

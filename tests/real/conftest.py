@@ -27,9 +27,14 @@ import pytest
 from tests.real import llama, servers, whisper, whispermodel
 from tests.real.servers import RunningServer
 from tests.real.tinymodel import TinyModelSpec, ensure_model
+from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 from tests.real.whispermodel import WhisperModelSpec
 
 DEFAULT_N_CTX = 1024
+# An album of three photos at LLaVA 1.5's 576 tokens each needs more than the default. The
+# tiny model's own context length: llama-server caps a larger `-c` to it ("the slot context
+# (4096) exceeds the training context of the model (2048) - capping").
+VISION_N_CTX = TinyModelSpec().context_length
 DISABLE_ENV = "TLB_REAL_SERVERS"
 
 _skipped: dict[str, str] = {}
@@ -70,6 +75,13 @@ def llama_cache() -> Path:
 def tiny_model(llama_cache: Path) -> Path:
     with llama.cache_lock(llama_cache, "model"):
         return ensure_model(llama_cache / "models", TinyModelSpec())
+
+
+@pytest.fixture(scope="session")
+def tiny_projector(llama_cache: Path) -> Path:
+    """The tiny model's generated vision projector, for llama-server's `--mmproj`."""
+    with llama.cache_lock(llama_cache, "model"):
+        return ensure_projector(llama_cache / "models", TinyProjectorSpec())
 
 
 def _built(
@@ -153,6 +165,38 @@ def llama_server(
             port=port,
             n_ctx=n_ctx,
             log_path=_log_dir(tmp_path_factory) / f"llama-server-{n_ctx}.log",
+            ready_path="/health",
+        )
+    except servers.ServerDidNotStart as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def llama_server_vision(
+    request: pytest.FixtureRequest,
+    llama_cache: Path,
+    tiny_model: Path,
+    tiny_projector: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    """The C++ `llama-server` serving the tiny model with its tiny projector: it takes images."""
+    binary = _built(
+        request.config,
+        "llama-server (C++)",
+        llama.ensure_llama_server,
+        llama_cache,
+        llama.llama_server_binary(llama_cache).parent,
+    )
+    port = servers.free_port()
+    try:
+        server = servers.start(
+            "llama-server",
+            servers.llama_server_argv(binary, tiny_model, port, VISION_N_CTX, tiny_projector),
+            port=port,
+            n_ctx=VISION_N_CTX,
+            log_path=_log_dir(tmp_path_factory) / f"llama-server-vision-{VISION_N_CTX}.log",
             ready_path="/health",
         )
     except servers.ServerDidNotStart as exc:

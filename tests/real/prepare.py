@@ -16,6 +16,7 @@ import time
 
 from tests.real import llama, whisper, whispermodel
 from tests.real.tinymodel import TinyModelSpec, ensure_model
+from tests.real.tinyvision import TinyProjectorSpec, ensure_projector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.status:
         with llama.cache_lock(llama.cache_dir(), "model"):
             print(f"model: {ensure_model(llama.cache_dir() / 'models', TinyModelSpec())}")
+            projector = ensure_projector(llama.cache_dir() / "models", TinyProjectorSpec())
+            print(f"mmproj: {projector}")
         with llama.cache_lock(whisper_root, "whisper-model"):
             spec = whispermodel.WhisperModelSpec()
             print(f"whisper model: {whispermodel.ensure_model(whisper_root / 'models', spec)}")

@@ -83,8 +83,11 @@ def llama_cpp_python_argv(python: Path, model: Path, port: int, n_ctx: int) -> l
     ]
 
 
-def llama_server_argv(binary: Path, model: Path, port: int, n_ctx: int) -> list[str]:
+def llama_server_argv(
+    binary: Path, model: Path, port: int, n_ctx: int, mmproj: Path | None = None
+) -> list[str]:
     # One slot: with several, llama-server splits -c between them and each request sees less.
+    vision = ["--mmproj", str(mmproj)] if mmproj is not None else []
     return [
         str(binary),
         "--model",
@@ -101,6 +104,7 @@ def llama_server_argv(binary: Path, model: Path, port: int, n_ctx: int) -> list[
         "1",
         "--threads",
         "2",
+        *vision,
     ]
 
 
