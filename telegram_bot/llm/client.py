@@ -138,12 +138,11 @@ class LLM:
         low-level `post` as it is, and the answer comes back as plain JSON too (a chunk is a
         dict, as in the API reference), which spares building a pydantic model per chunk.
         """
-        base = self._settings.openai_base_url
-        body = self._cache_keys.body_for(base, body)
+        body = self._cache_keys.body_for(self._settings.openai_base_url, body)
         try:
             return await self._post(body, retries)
         except Exception as exc:
-            if not self._cache_keys.refused(base, body, exc):
+            if not self._cache_keys.refused(self._settings.openai_base_url, body, exc):
                 raise
             return await self._create(body, retries)  # again, without the key
 
