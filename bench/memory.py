@@ -32,6 +32,7 @@ from telegram_bot.engine.turns import Incoming
 from telegram_bot.llm.client import LLM
 from telegram_bot.models import Author, ChatKey, Status
 from telegram_bot.storage import open_store
+from tests.fakes._tokens import common_prefix, prompt_ids
 from tests.fakes.openai import ChatRequest, FakeOpenAI
 
 CHAT = ChatKey(4242)
@@ -182,6 +183,7 @@ class Result:
     max: int
     late_median: int
     summary_calls: int
+    reused: float  # prompt tokens equal to a prefix of the previous prompt, share of all
 
 
 async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts: int) -> Result:
@@ -192,12 +194,19 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
     sink = Silent()
     ai.reset()
     prompt_tokens: list[int] = []
+    previous: list[int] = []
+    shared = total = 0
 
     async def say(text: str) -> ChatRequest:
+        nonlocal previous, shared, total
         before = len(ai.requests)
         await engine.respond(Incoming(CHAT, text, ALICE), sink)
         [request] = [r for r in ai.requests[before:] if not is_summary(r)]
         prompt_tokens.append(request.prompt_tokens)
+        ids = prompt_ids(request.messages)
+        shared += common_prefix(previous, ids)
+        total += len(ids)
+        previous = ids
         return request
 
     try:
@@ -207,7 +216,10 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
         for index in range(facts):
             _statement, question, answer = FACTS[index]
             request = await say(question)
-            context = "\n".join(str(m.get("content", "")) for m in request.messages[:-1])
+            # Everything the model sees but the question itself (recalled lines open the
+            # last user turn).
+            context = "\n".join(str(m.get("content", "")) for m in request.messages)
+            context = context.removesuffix(question)
             recalled += answer in context
     finally:
         await llm.close()
@@ -222,20 +234,23 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
         max(prompt_tokens),
         int(statistics.median(late)),
         sum(1 for r in ai.requests if is_summary(r)),
+        shared / max(1, total),
     )
 
 
 def table(results: list[Result], history_budget: int, turns: int) -> str:
     head = (
         f"| {turns} turns, history budget {history_budget} | facts in the prompt when asked "
-        "| prompt tokens: first / median / max | median, 2nd half of the script | summary calls |"
+        "| prompt tokens: first / median / max | median, 2nd half of the script | summary calls "
+        "| prompt tokens reusable from the previous prompt (weighted) |"
     )
-    rows = [head, "| --- | --- | --- | --- | --- |"]
+    rows = [head, "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         share = 100 * r.recalled / r.asked
         rows.append(
             f"| {r.name} | {r.recalled}/{r.asked} ({share:.0f}%) | "
-            f"{r.first:,} / {r.median:,} / {r.max:,} | {r.late_median:,} | {r.summary_calls} |"
+            f"{r.first:,} / {r.median:,} / {r.max:,} | {r.late_median:,} | {r.summary_calls} "
+            f"| {100 * r.reused:.1f}% |"
         )
     return "\n".join(rows)
 

@@ -86,6 +86,10 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0  # of completion_tokens, a reasoning model's thought (m012)
+    # Of prompt_tokens, those the server reused from its prompt cache (as it reported them:
+    # OpenAI's usage.prompt_tokens_details.cached_tokens, llama.cpp's timings.cache_n); 0 when
+    # it does not say.
+    cached_tokens: int = 0
 
     @property
     def total(self) -> int:
@@ -101,6 +105,7 @@ class UsageTotals:
     completion_tokens: int = 0
     audio_seconds: int = 0  # of speech transcribed (billed per minute, not per token)
     reasoning_tokens: int = 0  # of completion_tokens, spent thinking (m012)
+    cached_tokens: int = 0  # of prompt_tokens, served from the model server's prompt cache
 
     @property
     def total(self) -> int:

@@ -311,8 +311,9 @@ async def test_a_question_replying_to_someone_carries_the_quoted_message(
     claim = say(tg, CAROL, "The Eiffel Tower is 330 m tall")
     say(tg, BOB, "@test_bot is this true?", reply_to_message_id=claim)
     await replies(tg, 1)
+    # Several lines from one member are quoted as one string (no line can pass for another).
     assert ai.requests[0].messages[-1]["content"] == (
-        'Bob: [replying to Carol: "The Eiffel Tower is 330 m tall"]\nis this true?'
+        'Bob: "[replying to Carol: \\"The Eiffel Tower is 330 m tall\\"]\\nis this true?"'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -200,6 +201,6 @@ async def test_a_stopped_reply_is_marked_cut_short_for_the_model_and_the_summari
         assert asked < 20, "the history passed its budget but nothing was folded"
     [summary_request] = [r for r in ai.requests if is_summary(r)]
     transcript = summary_request.messages[1]["content"]
-    assert f"Assistant: {marked}\n" in transcript
+    assert f"Assistant: {json.dumps(marked)}\n" in transcript, "quoted, with its marker"
     assert transcript.count(CUT_SHORT) == 1, "complete answers carry no marker"
     await running.stop()

@@ -398,6 +398,29 @@ async def test_reasoning_tokens_are_booked_beside_the_tokens_and_follow_a_moved_
     assert moved == UsageTotals(2, 20, 16, reasoning_tokens=7)
 
 
+async def test_cached_prompt_tokens_are_booked_beside_the_prompt_tokens(store: Store) -> None:
+    question = (await store.add_user_turn(said("question", tg=5))).id
+    reply = NewTurn(
+        CHAT,
+        Role.ASSISTANT,
+        "answer",
+        3,
+        reply_to=question,
+        usage=Usage(1000, 20, cached_tokens=900),
+    )
+    await store.add_reply(reply, user_id=7, day=DAY)
+    await store.record_usage(CHAT, None, DAY, 300, 30, cached_tokens=200)  # a summary
+    await store.record_usage(CHAT, 7, DAY, 100, 10)  # a server that does not say
+    assert await store.usage_totals(DAY, DAY, user_id=7) == UsageTotals(
+        2, 1100, 30, cached_tokens=900
+    )
+    mine = UsageTotals(3, 1400, 60, cached_tokens=1100)
+    assert await store.usage_totals(DAY, DAY, chat_id=CHAT.chat_id) == mine
+    assert await store.top_chats(DAY, DAY, 1) == [(CHAT.chat_id, mine)]
+    await store.move_chat(CHAT.chat_id, 43)
+    assert await store.usage_totals(DAY, DAY, chat_id=43) == mine, "a moved chat keeps them"
+
+
 async def test_a_media_turn_keeps_its_kind_duration_and_attachments(store: Store) -> None:
     photos = (
         Attachment(MessageKind.PHOTO, "file-1", size=1234, width=1280, height=960),

@@ -296,6 +296,7 @@ class ReplyWriter:
             label=str(incoming.chat),
             images=media.pictures,
             hint=media.hint,
+            cache_for=str(incoming.chat),
         )
         # Image tokens are our estimate where the provider's rule is unknown: learning the
         # text tokenizer's factor from such a call would skew it.

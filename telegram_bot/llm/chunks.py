@@ -29,10 +29,13 @@ class StreamReader:
         self.reasoning: list[str] = []
         self.finish: str | None = None
         self.usage: Any = None
+        self.timings: Any = None  # llama-server's last chunk carries `timings` (cache_n)
 
     def read(self, chunk: dict[str, Any]) -> None:
         if chunk.get("usage") is not None:
             self.usage = chunk["usage"]
+        if chunk.get("timings") is not None:
+            self.timings = chunk
         if not chunk.get("choices"):
             return
         choice = chunk["choices"][0]

@@ -5,7 +5,7 @@ lazily (it takes most of a second to import), warmed on a thread right after sta
 first update is not kept waiting. Retries with `Retry-After` and jittered back-off are the SDK's
 own (`OPENAI_MAX_RETRIES`). Streaming asks for usage (`stream_options.include_usage`); a server
 that rejects the option is remembered and asked without it, and usage is then estimated with
-tiktoken. Every call logs one INFO line: chat, model, tokens in/out, latency, outcome.
+tiktoken. Every call logs one INFO line: chat, model, tokens in/out/cached, latency, outcome.
 
 A call may carry images for the newest user turn (`vision.py` makes the parts and remembers
 the models that refuse them; the default model for such a call is VISION_MODEL).
@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import tokens
@@ -43,6 +43,7 @@ from ..errors import (
 from ..models import Usage
 from .chunks import StreamReader, reasoning_of
 from .overflow import CONTEXT_MARKERS, overflow
+from .prompt_cache import CacheKeys, cache_fields, cached_tokens
 from .reasoning import split_thought
 from .server_info import ServerInfo, count_prompt, probe
 from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
@@ -79,6 +80,7 @@ class LLM:
         self._client: AsyncOpenAI | None = None
         self._client_lock = threading.Lock()
         self._no_stream_options: set[str] = set()
+        self._cache_keys = CacheKeys()
         self.vision = VisionMemory()
         self.server = ServerInfo()  # what the server says about itself (`probe_server`)
 
@@ -136,6 +138,15 @@ class LLM:
         low-level `post` as it is, and the answer comes back as plain JSON too (a chunk is a
         dict, as in the API reference), which spares building a pydantic model per chunk.
         """
+        body = self._cache_keys.body_for(self._settings.openai_base_url, body)
+        try:
+            return await self._post(body, retries)
+        except Exception as exc:
+            if not self._cache_keys.refused(self._settings.openai_base_url, body, exc):
+                raise
+            return await self._create(body, retries)  # again, without the key
+
+    async def _post(self, body: dict[str, Any], retries: int | None) -> Any:
         from openai import AsyncStream
 
         stream = bool(body.get("stream"))
@@ -170,13 +181,15 @@ class LLM:
         label: str = "-",
         images: Sequence[Picture] = (),
         hint: str = "",
+        cache_for: str = "",
         on_thought: OnText | None = None,
     ) -> Completion:
         """Runs one chat completion; `on_text` receives the accumulated answer as it streams,
         `on_thought` a reasoning model's accumulated thought (never part of the answer).
 
         `images` go on the last message as image parts (with `hint` after its text); a model
-        that refuses them raises VisionRefused, now and for every later call with images."""
+        that refuses them raises VisionRefused, now and for every later call with images.
+        `cache_for` (a chat's key) sends its `prompt_cache_key` (`prompt_cache.py`)."""
         model = model or (self._settings.image_model if images else self._settings.openai_model)
         started = time.perf_counter()
         outcome = "ok"
@@ -184,7 +197,8 @@ class LLM:
         try:
             if images and not self.accepts_images(model):
                 raise VisionRefused()
-            call = _Call(attach(messages, images, hint) if images else list(messages), images)
+            sent = attach(messages, images, hint) if images else list(messages)
+            call = _Call(sent, images, cache_fields(self._settings, cache_for))
             if stream and images:
                 result = await self._stream_images(call, model, max_tokens, on_text)
             elif stream:
@@ -216,11 +230,12 @@ class LLM:
         finally:
             usage = result.usage if result else Usage()
             log.info(
-                "model call chat=%s model=%s prompt_tokens=%d completion_tokens=%d "
-                "reasoning_tokens=%d latency_ms=%d outcome=%s",
+                "model call chat=%s model=%s prompt_tokens=%d cached_tokens=%d "
+                "completion_tokens=%d reasoning_tokens=%d latency_ms=%d outcome=%s",
                 label,
                 model,
                 usage.prompt_tokens,
+                usage.cached_tokens,
                 usage.completion_tokens,
                 usage.reasoning_tokens,
                 (time.perf_counter() - started) * 1000,
@@ -283,7 +298,8 @@ class LLM:
     ) -> Completion:
         try:
             response = await self._create(
-                {"model": model, "messages": call.messages, **_limit(max_tokens)}, retries
+                {"model": model, "messages": call.messages, **_limit(max_tokens), **call.extra},
+                retries,
             )
         except Exception as exc:
             raise translate(exc, self._settings, images=bool(call.images)) from exc
@@ -295,7 +311,7 @@ class LLM:
         text, thought = split_thought(message.get("content") or "")
         thought = reasoning_of(message) or thought
         finish = choices[0].get("finish_reason")
-        usage, estimated = _usage(response.get("usage"), call, text, model, thought)
+        usage, estimated = _usage(response.get("usage"), call, text, model, thought, response)
         log.debug("completion model=%s finish=%s", model, finish)
         return Completion(text, usage, model, finish, estimated, thought)
 
@@ -313,7 +329,7 @@ class LLM:
             extra["stream_options"] = {"include_usage": True}
         try:
             stream = await self._create(
-                {"model": model, "messages": call.messages, "stream": True, **extra}
+                {"model": model, "messages": call.messages, "stream": True, **extra, **call.extra}
             )
         except Exception as exc:
             if "stream_options" in extra and "stream_options" in str(exc):
@@ -335,7 +351,7 @@ class LLM:
         if reader.finish is None and reader.usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
             raise ModelStreamInterrupted(text) if text else _NoAnswer()
-        usage, estimated = _usage(reader.usage, call, text, model, reader.thought)
+        usage, estimated = _usage(reader.usage, call, text, model, reader.thought, reader.timings)
         return Completion(text, usage, model, reader.finish, estimated, reader.thought)
 
 
@@ -349,15 +365,18 @@ class _Call:
 
     messages: list[dict[str, Any]]
     images: Sequence[Picture] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # prompt_cache_key
 
 
 def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
 
 
-def _usage(raw: Any, call: _Call, text: str, model: str, thought: str = "") -> tuple[Usage, bool]:
+def _usage(
+    raw: Any, call: _Call, text: str, model: str, thought: str = "", body: Any = None
+) -> tuple[Usage, bool]:
     """The call's usage as the server reported it, else estimated (a thought counts as output
-    and as reasoning tokens)."""
+    and as reasoning tokens); `body` (llama.cpp's `timings`) may say what came from its cache."""
     if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
         details = raw.get("completion_tokens_details")
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
@@ -367,6 +386,7 @@ def _usage(raw: Any, call: _Call, text: str, model: str, thought: str = "") -> t
             int(raw["prompt_tokens"]),
             int(raw.get("completion_tokens") or 0),
             reasoning_tokens=int(reasoning or 0),
+            cached_tokens=min(int(raw["prompt_tokens"]), cached_tokens(raw, body)),
         )
         return usage, False
     prompt = tokens.count_messages(call.messages, model)
@@ -376,7 +396,8 @@ def _usage(raw: Any, call: _Call, text: str, model: str, thought: str = "") -> t
             tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
         )
     reasoning = tokens.count_text(thought, model) if thought else 0
-    return Usage(prompt, tokens.count_text(text, model) + reasoning, reasoning), True
+    completion = tokens.count_text(text, model) + reasoning
+    return Usage(prompt, completion, reasoning, cached_tokens(None, body)), True
 
 
 def translate(exc: BaseException, settings: Settings, *, images: bool = False) -> ModelError:

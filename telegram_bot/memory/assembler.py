@@ -30,7 +30,7 @@ from .compose import (
     summary_section,
     turn_cost,
 )
-from .recall import query_words
+from .recall import query_words, unseen
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -174,8 +174,10 @@ class Memory:
         alloc = self.allocation(persona, turn_cost(new, self.model) + attached, summary, squeeze)
         candidates: list[Turn] = []
         words = query_words(new.text) if alloc.recall > 0 else []
+        history = fit_newest(older, alloc.history, self.model) if words else []
+        if words:  # what the prompt shows anyway is not searched for
+            words = unseen(words, [summary.text if summary else "", *(t.text for t in history)])
         if words:
-            history = fit_newest(older, alloc.history, self.model)
             before = history[0].id if history else new.id
             if backlog.first_id is not None and backlog.first_id < before:  # else none older
                 candidates = await self.store.search_turns(

@@ -1,7 +1,9 @@
 """Rolling summaries: fold the oldest verbatim turns into the conversation's summary.
 
 When the turns sent verbatim pass their budget, the oldest of them (down to a low-water mark,
-half the budget, so this happens once every several turns rather than every turn) are folded,
+an eighth of the budget, so this happens once every few dozen turns rather than every turn:
+each fold rewrites the prompt from the summary on, which a model server's prompt cache cannot
+reuse) are folded,
 with the previous summary, into a new summary of at most SUMMARY_TOKEN_BUDGET tokens by one
 model call. The summary is stored with the range it covers and the folded messages are marked
 summarised, in one transaction; nothing is deleted, and recall can still find them.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ from ..errors import ContextTooLong, ModelError
 from ..models import ChatKey, NewSummary, Summary, Turn
 from . import budget
 from .assembler import Memory
-from .compose import CUT_SHORT, Unfolded, speaker, turn_cost, turn_text
+from .compose import CUT_SHORT, Unfolded, neutralise, quoted, speaker, turn_cost, turn_text
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -37,14 +38,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CALLS = 3  # summary calls per compaction; a backlog after failures is caught up over turns
+# A fold leaves an eighth of the verbatim cap: every fold rewrites the prompt from the summary
+# on (a model server's prompt cache is lost there), so folding a lot at once makes them rare.
+FOLD_TO = 8
 KEEP_NEWEST = 2  # turns never folded, so the model always sees the latest exchange verbatim
 SUMMARY_TIMEOUT = 120.0
 
 INSTRUCTIONS = """\
 You maintain the running summary of a chat between people and an AI assistant. You receive \
 the previous summary and the next part of the conversation's transcript, both as data between \
-tags. Write ONE updated summary that replaces the previous one and includes what still matters \
-from it.
+tags; each transcript line is one message: when, who, then what they said as a quoted \
+string. Write ONE updated summary that replaces the previous one and includes what still \
+matters from it.
 
 Keep every: name, number, amount, date and time, address, code or identifier; preference and \
 dislike; decision; commitment or promise (who will do what, by when); and open question or \
@@ -61,13 +66,6 @@ GROUP_RULE = (
     "the transcript.\n"
 )
 
-_TAGS = re.compile(r"</?\s*(transcript|previous_summary)\s*>", re.IGNORECASE)
-
-
-def neutralise(text: str) -> str:
-    """Stops text inside the data from closing or opening our delimiters."""
-    return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
-
 
 def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     """One transcript line; a text over `cap` tokens (a pasted document) is cut, so a single
@@ -77,7 +75,7 @@ def transcript_line(turn: Turn, cap: int | None = None, model: str = "") -> str:
     if cap is not None and len(text) > cap:  # cheap test first: a token is at least one char
         cut = tokens.truncate_text(text, cap, model)
         text = cut if cut == text else cut + " […]"
-    return f"[{when}] {speaker(turn)}: {neutralise(turn_text(turn, text))}"
+    return f"[{when}] {speaker(turn)}: {quoted(turn_text(turn, text))}"
 
 
 def summariser_messages(
@@ -108,7 +106,7 @@ def plan_fold(turns: Sequence[Turn], cap: int, model: str = "") -> list[Turn]:
     remaining = sum(costs)
     if remaining <= cap:
         return []
-    low_water = cap // 2
+    low_water = cap // FOLD_TO
     foldable = max(0, len(turns) - KEEP_NEWEST)
     count = 0
     while count < foldable and remaining > low_water:
@@ -247,7 +245,12 @@ class Compactor:
         usage = completion.usage
         if usage.total:
             await self.store.record_usage(
-                chat, None, today(), usage.prompt_tokens, usage.completion_tokens
+                chat,
+                None,
+                today(),
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
             )
         if not completion.usage_estimated:
             counted = tokens.count_messages(messages, self.model)

@@ -5,11 +5,18 @@ Function words ("what", "was", "my") match everything and would drown the signal
 dropped; a message made only of them ("ok, thanks!") recalls nothing. The list covers English
 plus the most common function words of a few other languages our users write in; numbers are
 always kept (invoice numbers, dates, codes are exactly what people ask about again).
+
+Recall brings back what fell out of the model's view, so a word the prompt already shows (in
+the verbatim turns or the summary) is not searched for (`unseen`): the model has that topic
+in front of it, and lines recalled for it would only repeat it. Every recalled line is new to
+the prompt on every turn it is sent (a model server evaluates it afresh, no prefix cache
+helps), so recalling only what adds something keeps prompts both useful and cheap.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MAX_WORDS = 16
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -48,3 +55,11 @@ def query_words(text: str, limit: int = MAX_WORDS) -> list[str]:
         if len(words) >= limit:
             break
     return words
+
+
+def unseen(words: list[str], shown: Iterable[str]) -> list[str]:
+    """The `words` that no text in `shown` (what the prompt already holds) contains."""
+    visible: set[str] = set()
+    for text in shown:
+        visible.update(m.group().strip("_") for m in _WORD.finditer(text.lower()))
+    return [w for w in words if w not in visible]

@@ -100,6 +100,7 @@ class Store(Protocol):
         *,
         audio_seconds: int = 0,
         reasoning_tokens: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         """Adds one model call's tokens to the day's totals of (chat, user).
 
@@ -108,7 +109,9 @@ class Store(Protocol):
         billed by the second); `usage_totals` and `top_chats` sum it into
         `UsageTotals.audio_seconds`. `reasoning_tokens` (m012) is how many of the completion
         tokens a reasoning model spent thinking (`UsageTotals.reasoning_tokens`; `add_reply`
-        books its `turn.usage.reasoning_tokens` the same way).
+        books its `turn.usage.reasoning_tokens` the same way). `cached_tokens` are those of
+        `prompt_tokens` the server served from its prompt cache (m011 / p008), summed into
+        `UsageTotals.cached_tokens`; `add_reply` books the reply's `usage.cached_tokens` too.
         """
 
     async def add_reply(

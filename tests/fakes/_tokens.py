@@ -118,3 +118,25 @@ def count_text(text: str, model: str = "") -> int:
 def warm() -> None:
     """Load the vocabulary now, so the first request isn't the one paying ~0.5 s for it."""
     count_messages([{"role": "user", "content": "warm-up"}])
+
+
+def prompt_ids(messages: Sequence[dict[str, Any]]) -> list[int]:
+    """The prompt as one token sequence, rendered the way a ChatML chat template lays it out
+    (`<|im_start|>role\\ncontent<|im_end|>`): what a server's prefix cache compares turn after
+    turn. The exact template does not matter for prefix sharing, only the order."""
+    text = "".join(
+        f"<|im_start|>{m.get('role', '')}\n{content_text(m.get('content'))}<|im_end|>\n"
+        for m in messages
+        if isinstance(m, dict)
+    )
+    return encoding().encode(text, disallowed_special=())
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two prompts share (what a prefix cache could reuse)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

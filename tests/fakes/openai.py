@@ -83,6 +83,7 @@ class ChatRequest:
     headers: dict[str, str]
     at: float
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, shared with the key's previous request
     first_token_at: float | None = None  # when the first content delta was written (monotonic)
     streamed_chars: int = 0  # content characters written so far (Endless, Chunks)
     ended_at: float | None = None  # when an Endless stream ended: the client went away
@@ -99,6 +100,11 @@ class ChatRequest:
     @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
+
+    @property
+    def prompt_cache_key(self) -> str | None:
+        key = self.body.get("prompt_cache_key")
+        return key if isinstance(key, str) else None
 
     @property
     def include_usage(self) -> bool:
@@ -326,12 +332,12 @@ class _Completion:
         return {**self.envelope("chat.completion"), "choices": [choice], "usage": usage}
 
 
-def usage_body(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
+def usage_body(prompt: int, completion: int, reasoning: int = 0, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
             "audio_tokens": 0,
@@ -349,7 +355,11 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
 
     Tunables (plain attributes, change them any time): `api_key`, `latency`, `chunk_chars`,
     `chunk_delay`, `token_factor`, `context_window`, `image_tokens`, `reject_stream_options`,
-    `models`, `responder`.
+    `reject_prompt_cache_key`, `models`, `responder`.
+
+    Prompt caching as OpenAI reports it: a request with a `prompt_cache_key` gets
+    `usage.prompt_tokens_details.cached_tokens`, the share of its prompt (rendered as a chat
+    template lays it out) that equals a prefix of the previous request with the same key.
     """
 
     def __init__(
@@ -375,6 +385,8 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
         # image of any size (docs/real-servers.md, finding 11).
         self.image_tokens = 576
         self.reject_stream_options = False
+        self.reject_prompt_cache_key = False  # answer 400, as a strict server does
+        self._cache: dict[str, list[int]] = {}  # prompt_cache_key -> its last prompt's tokens
         self.models = ["gpt-4o-mini"]
         self.responder: Responder = echo
         self._queue: deque[Behaviour] = deque()
@@ -444,6 +456,7 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
         """Forget requests and the scripted queue (settings stay)."""
         self._journal.clear()
         self._queue.clear()
+        self._cache.clear()
         self._transcriptions.clear()
         self._transcripts.clear()
 
@@ -533,6 +546,12 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
                 "Unrecognized request argument supplied: stream_options",
                 "invalid_request_error",
             )
+        if self.reject_prompt_cache_key and "prompt_cache_key" in chat.body:
+            return Error(
+                400,
+                "Unrecognized request argument supplied: prompt_cache_key",
+                "invalid_request_error",
+            )
         if not chat.model:
             return Error(400, "you must provide a model parameter", "invalid_request_error")
         refused = self._vision_error(chat)
@@ -548,7 +567,20 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
                 param="messages",
             )
         chat.prompt_tokens = self.count_prompt_tokens(chat.messages, chat.model or "")
-        return self._context_check(chat)
+        error = self._context_check(chat)
+        if error is None:  # a refused prompt is not cached
+            chat.cached_tokens = self._cached(chat)
+        return error
+
+    def _cached(self, chat: ChatRequest) -> int:
+        """The prompt tokens shared with the key's previous prompt, scaled to prompt_tokens."""
+        key = chat.prompt_cache_key
+        if key is None:
+            return 0
+        ids = _tokens.prompt_ids(chat.messages)
+        shared = _tokens.common_prefix(self._cache.get(key, []), ids)
+        self._cache[key] = ids
+        return chat.prompt_tokens * shared // max(1, len(ids))
 
     def _context_check(self, chat: ChatRequest) -> Error | None:
         if self.context_window is None:
@@ -595,7 +627,7 @@ class FakeOpenAI(OpenAILocal, OpenAIMedia, FakeServer):
         completion = reply.completion_tokens
         if completion is None:
             completion = self.count_completion_tokens(reply.text, model) + reasoning
-        return usage_body(prompt, completion, reasoning)
+        return usage_body(prompt, completion, reasoning, min(prompt, chat.cached_tokens))
 
     def _within_max_tokens(self, chat: ChatRequest, reply: Reply) -> Reply:
         """The reply cut at the request's `max_tokens` (the thought first, then the text),

@@ -234,12 +234,12 @@ async def test_a_column_postgresql_lacks_stops_the_copy_before_anything_is_writt
     await a_bots_life(sqlite)
     await sqlite.close()
     with closing(sqlite3.connect(path)) as db:
-        db.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE usage ADD COLUMN unported_tokens INTEGER NOT NULL DEFAULT 0")
         db.execute("CREATE TABLE media (id INTEGER PRIMARY KEY, chat_id INTEGER)")
         db.commit()
     refused = await migrate_db(path, pg_dsn)
     assert refused.code == 1
-    assert "PostgreSQL has no place for media, usage.cached_tokens of the SQLite" in refused.err
+    assert "PostgreSQL has no place for media, usage.unported_tokens of the SQLite" in refused.err
     postgres = await opened(PostgresStore(pg_dsn))
     try:
         assert await postgres.unsummarised_turns(ALICE) == [], "nothing was copied"

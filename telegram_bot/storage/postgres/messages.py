@@ -78,27 +78,29 @@ ADD_OVERHEARD = f"""
 """
 # A reply, its chat's row and the booking of its usage ($19 day, $20 user, $21 book it or not;
 # $22 whether it is stored before it is sent, m010's `undelivered`; $23 its reasoning tokens,
-# p009): one statement, so stored together or not at all.
+# p009; $24 its cached prompt tokens, p008): one statement, so stored together or not at all.
 ADD_REPLY = f"""
     WITH chat AS ({_TOUCH_CHAT}),
          booked AS (
              INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens,
-                                reasoning_tokens)
-             SELECT $19, $1, $20, 1, COALESCE($13, 0), COALESCE($14, 0), $23 WHERE $21
+                                reasoning_tokens, cached_tokens)
+             SELECT $19, $1, $20, 1, COALESCE($13, 0), COALESCE($14, 0), $23, $24 WHERE $21
              ON CONFLICT (day, chat_id, user_id) DO UPDATE SET calls = usage.calls + 1,
                  prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
                  completion_tokens = usage.completion_tokens + excluded.completion_tokens,
-                 reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens)
+                 reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens,
+                 cached_tokens = usage.cached_tokens + excluded.cached_tokens)
     INSERT INTO messages ({_INSERT_COLUMNS}, undelivered) VALUES ({_VALUES}, $22) RETURNING id
 """
 BOOK_USAGE = """
     INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens,
-                       audio_seconds, reasoning_tokens)
-    VALUES ($1, $2, $3, 1, $4, $5, $6, $7) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET
+                       audio_seconds, reasoning_tokens, cached_tokens)
+    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) ON CONFLICT (day, chat_id, user_id) DO UPDATE SET
     calls = usage.calls + 1, prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
     completion_tokens = usage.completion_tokens + excluded.completion_tokens,
     audio_seconds = usage.audio_seconds + excluded.audio_seconds,
-    reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens
+    reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens,
+    cached_tokens = usage.cached_tokens + excluded.cached_tokens
 """
 # The newest live question addressed to the bot, and the live answers after it, in one row.
 LAST_EXCHANGE = f"""
@@ -167,14 +169,16 @@ async def move_chat(db: asyncpg.Connection, old_chat_id: int, new_chat_id: int) 
     )
     await db.execute(
         "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-        "audio_seconds, reasoning_tokens) SELECT day, $1, user_id, calls, prompt_tokens, "
-        "completion_tokens, audio_seconds, reasoning_tokens FROM usage WHERE chat_id = $2 "
+        "audio_seconds, reasoning_tokens, cached_tokens) SELECT day, $1, user_id, calls, "
+        "prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens "
+        "FROM usage WHERE chat_id = $2 "
         "ON CONFLICT (day, chat_id, user_id) "
         "DO UPDATE SET calls = usage.calls + excluded.calls, "
         "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
         "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
         "audio_seconds = usage.audio_seconds + excluded.audio_seconds, "
-        "reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens",
+        "reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens, "
+        "cached_tokens = usage.cached_tokens + excluded.cached_tokens",
         new_chat_id,
         old_chat_id,
     )

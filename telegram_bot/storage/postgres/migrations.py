@@ -319,6 +319,18 @@ async def p007_replicas(db: asyncpg.Connection) -> None:
     )
 
 
+async def p008_cached_tokens(db: asyncpg.Connection) -> None:
+    """`usage.cached_tokens`: of the prompt tokens booked, those the model server reused.
+
+    SQLite's m011. Prompts are laid out so consecutive turns share a long prefix that the
+    server's prompt cache reuses (OpenAI reports it as
+    `usage.prompt_tokens_details.cached_tokens` and bills it at a discount; llama.cpp skips
+    evaluating it and reports `timings.cache_n`); /usage shows that share. Rows booked
+    before this migration were never told: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN cached_tokens bigint NOT NULL DEFAULT 0")
+
+
 async def p009_reasoning_tokens(db: asyncpg.Connection) -> None:
     """SQLite's m012: how many of the completion tokens a reasoning model spent thinking.
 
@@ -337,7 +349,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     p005_undelivered_replies,
     p006_inbox,
     p007_replicas,
-    p009_reasoning_tokens,  # p008 is another branch's; the lead merges them in order
+    p008_cached_tokens,
+    p009_reasoning_tokens,
 )
 
 

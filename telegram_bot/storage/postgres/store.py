@@ -89,6 +89,7 @@ class PostgresStore:
             booked,
             turn.undelivered,
             turn.usage.reasoning_tokens,
+            turn.usage.cached_tokens,
         )
         reply_id: int = await self.database.fetchval(messages.ADD_REPLY, *args)
         return reply_id
@@ -162,10 +163,11 @@ class PostgresStore:
         *,
         audio_seconds: int = 0,
         reasoning_tokens: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         booking = (day, chat_id, user_id or 0)
-        costs = (prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens)
+        costs = (prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens)
         await self.database.execute(messages.BOOK_USAGE, *booking, *costs)
 
     async def usage_totals(
@@ -179,7 +181,8 @@ class PostgresStore:
         sql = (
             "SELECT COALESCE(sum(calls), 0), COALESCE(sum(prompt_tokens), 0), "
             "COALESCE(sum(completion_tokens), 0), COALESCE(sum(audio_seconds), 0), "
-            "COALESCE(sum(reasoning_tokens), 0) FROM usage WHERE day BETWEEN $1 AND $2"
+            "COALESCE(sum(reasoning_tokens), 0), COALESCE(sum(cached_tokens), 0) "
+            "FROM usage WHERE day BETWEEN $1 AND $2"
         )
         params: list[Any] = [first_day, last_day]
         if user_id is not None:
@@ -196,7 +199,7 @@ class PostgresStore:
     ) -> list[tuple[int, UsageTotals]]:
         found = await self.database.fetch(
             "SELECT chat_id, sum(calls), sum(prompt_tokens), sum(completion_tokens), "
-            "sum(audio_seconds), sum(reasoning_tokens) FROM usage "
+            "sum(audio_seconds), sum(reasoning_tokens), sum(cached_tokens) FROM usage "
             "WHERE day BETWEEN $1 AND $2 GROUP BY chat_id "
             "ORDER BY sum(prompt_tokens) + sum(completion_tokens) DESC, chat_id LIMIT $3",
             first_day,

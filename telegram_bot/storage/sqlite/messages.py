@@ -59,12 +59,13 @@ _TRIM_OVERHEARD = """
 
 BOOK_USAGE = (
     "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-    "audio_seconds, reasoning_tokens) VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
+    "audio_seconds, reasoning_tokens, cached_tokens) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) "
     "ON CONFLICT (day, chat_id, user_id) DO UPDATE "
     "SET calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
     "completion_tokens = completion_tokens + excluded.completion_tokens, "
     "audio_seconds = audio_seconds + excluded.audio_seconds, "
-    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens"
+    "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+    "cached_tokens = cached_tokens + excluded.cached_tokens"
 )
 
 
@@ -148,7 +149,7 @@ def add_reply(
     if usage.total:
         booking = (day.isoformat(), turn.chat.chat_id, user_id or 0)
         costs = (usage.prompt_tokens, usage.completion_tokens, 0, usage.reasoning_tokens)
-        db.execute(BOOK_USAGE, (*booking, *costs))
+        db.execute(BOOK_USAGE, (*booking, *costs, usage.cached_tokens))
     return row_id
 
 
@@ -192,14 +193,16 @@ def move_chat(db: sqlite3.Connection, old_chat_id: int, new_chat_id: int) -> int
     # was used before the old group's service message arrived).
     db.execute(
         "INSERT INTO usage (day, chat_id, user_id, calls, prompt_tokens, completion_tokens, "
-        "audio_seconds, reasoning_tokens) SELECT day, ?, user_id, calls, prompt_tokens, "
-        "completion_tokens, audio_seconds, reasoning_tokens FROM usage WHERE chat_id = ? "
+        "audio_seconds, reasoning_tokens, cached_tokens) SELECT day, ?, user_id, calls, "
+        "prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens "
+        "FROM usage WHERE chat_id = ? "
         "ON CONFLICT (day, chat_id, user_id) DO "
         "UPDATE SET calls = calls + excluded.calls, "
         "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
         "completion_tokens = completion_tokens + excluded.completion_tokens, "
         "audio_seconds = audio_seconds + excluded.audio_seconds, "
-        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens",
+        "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, "
+        "cached_tokens = cached_tokens + excluded.cached_tokens",
         (new_chat_id, old_chat_id),
     )
     db.execute("DELETE FROM usage WHERE chat_id = ?", (old_chat_id,))

@@ -314,6 +314,19 @@ async def m010_undelivered_replies(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE messages ADD COLUMN undelivered INTEGER NOT NULL DEFAULT 0")
 
 
+async def m011_cached_tokens(db: aiosqlite.Connection) -> None:
+    """`usage.cached_tokens`: of the prompt tokens booked, those the model server reused.
+
+    Prompts are laid out so consecutive turns share a long prefix that the server's prompt
+    cache reuses (OpenAI bills those tokens at a discount and reports them as
+    `usage.prompt_tokens_details.cached_tokens`; llama.cpp skips evaluating them and reports
+    `timings.cache_n`). Booking them per day, chat and user, next to `prompt_tokens`, lets
+    /usage show how much of the prompt was served from the cache. Rows booked before this
+    migration were never told: 0.
+    """
+    await db.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+
+
 async def m012_reasoning_tokens(db: aiosqlite.Connection) -> None:
     """How many of the completion tokens a reasoning model spent thinking, per day and user.
 
@@ -336,7 +349,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     m008_media,  # m007 is another branch's; the lead merges them in order
     m009_inbox,
     m010_undelivered_replies,
-    m012_reasoning_tokens,  # m011 is another branch's; the lead merges them in order
+    m011_cached_tokens,
+    m012_reasoning_tokens,
 )
 
 

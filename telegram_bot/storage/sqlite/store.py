@@ -125,10 +125,11 @@ class SQLiteStore:
         *,
         audio_seconds: int = 0,
         reasoning_tokens: int = 0,
+        cached_tokens: int = 0,
     ) -> None:
         chat_id = chat.chat_id if isinstance(chat, ChatKey) else chat
         booking = (day.isoformat(), chat_id, user_id or 0)
-        costs = (prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens)
+        costs = (prompt_tokens, completion_tokens, audio_seconds, reasoning_tokens, cached_tokens)
         await self._conn.execute(messages.BOOK_USAGE, (*booking, *costs))
 
     async def usage_totals(
@@ -142,7 +143,8 @@ class SQLiteStore:
         sql = (
             "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(prompt_tokens), 0), "
             "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(audio_seconds), 0), "
-            "COALESCE(SUM(reasoning_tokens), 0) FROM usage WHERE day BETWEEN ? AND ?"
+            "COALESCE(SUM(reasoning_tokens), 0), COALESCE(SUM(cached_tokens), 0) "
+            "FROM usage WHERE day BETWEEN ? AND ?"
         )
         params: list[Any] = [first_day.isoformat(), last_day.isoformat()]
         if user_id is not None:
@@ -159,7 +161,7 @@ class SQLiteStore:
     ) -> list[tuple[int, UsageTotals]]:
         found = await self._conn.rows(
             "SELECT chat_id, SUM(calls), SUM(prompt_tokens), SUM(completion_tokens), "
-            "SUM(audio_seconds), SUM(reasoning_tokens) FROM usage "
+            "SUM(audio_seconds), SUM(reasoning_tokens), SUM(cached_tokens) FROM usage "
             "WHERE day BETWEEN ? AND ? GROUP BY chat_id "
             "ORDER BY SUM(prompt_tokens) + SUM(completion_tokens) DESC, chat_id LIMIT ?",
             (first_day.isoformat(), last_day.isoformat(), limit),

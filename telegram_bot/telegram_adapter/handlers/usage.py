@@ -21,11 +21,13 @@ def describe(totals: UsageTotals) -> str:
     if not totals.calls:
         return "nothing yet"
     answers = "answer" if totals.calls == 1 else "answers"
+    # Prompt tokens the server reused from its prompt cache (cheaper, and faster to answer).
+    cached = f", {totals.cached_tokens:,} of them cached" if totals.cached_tokens else ""
     out = f"{totals.completion_tokens:,} out"
     if totals.reasoning_tokens:  # a reasoning model's thought is billed as output
         out += f", of them {totals.reasoning_tokens:,} thinking"
     line = (
-        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in, {out}) "
+        f"{totals.total:,} tokens ({totals.prompt_tokens:,} in{cached}, {out}) "
         f"in {totals.calls:,} {answers}"
     )
     if totals.audio_seconds:  # transcription is billed by the second
