@@ -44,8 +44,9 @@ from ..memory.assembler import Memory
 from ..memory.compaction import Compactor
 from ..memory.status import MemoryStatus, memory_status
 from ..models import Author, ChatKey, MessageKind, NewTurn, Role, Status, StoredTurn, Turn, Usage
+from .asking import Progress
 from .continuation import Continuation, continuable
-from .generation import Progress, ReplyWriter
+from .generation import ReplyWriter
 from .limits import Limits
 from .media import MediaReader, Prepared, placeholder
 from .turns import Incoming, MediaSource, Persona, Reply, ReplySink

@@ -1,4 +1,4 @@
-"""The only module that talks to the OpenAI SDK; it maps the SDK's errors to ours.
+"""The only module that calls the OpenAI SDK (its errors become ours in `sdk_errors.py`).
 
 One `AsyncOpenAI` per process, so every call shares one connection pool. The SDK is imported
 lazily (it takes most of a second to import), warmed on a thread right after start-up so the
@@ -30,23 +30,20 @@ from ..errors import (
     ContextTooLong,
     EmptyCompletion,
     EmptyStream,
-    ModelAuthError,
     ModelError,
-    ModelNotFound,
-    ModelRateLimited,
     ModelStreamInterrupted,
-    ModelTimeout,
     ModelUnavailable,
     ThoughtTooLong,
     VisionRefused,
 )
 from ..models import Usage
 from .chunks import StreamReader, reasoning_of
-from .overflow import CONTEXT_MARKERS, overflow
-from .prompt_cache import CacheKeys, cache_fields, cached_tokens
+from .prompt_cache import CacheKeys, cache_fields
 from .reasoning import split_thought
+from .sdk_errors import translate
 from .server_info import ServerInfo, count_prompt, probe
-from .vision import Picture, VisionMemory, attach, image_tokens, rejects_images
+from .usage import usage_of
+from .vision import Picture, VisionMemory, attach
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -311,7 +308,9 @@ class LLM:
         text, thought = split_thought(message.get("content") or "")
         thought = reasoning_of(message) or thought
         finish = choices[0].get("finish_reason")
-        usage, estimated = _usage(response.get("usage"), call, text, model, thought, response)
+        usage, estimated = usage_of(
+            response.get("usage"), call.messages, call.images, text, model, thought, response
+        )
         log.debug("completion model=%s finish=%s", model, finish)
         return Completion(text, usage, model, finish, estimated, thought)
 
@@ -351,7 +350,9 @@ class LLM:
         if reader.finish is None and reader.usage is None:
             # The connection ended without a finish_reason: the answer is incomplete.
             raise ModelStreamInterrupted(text) if text else _NoAnswer()
-        usage, estimated = _usage(reader.usage, call, text, model, reader.thought, reader.timings)
+        usage, estimated = usage_of(
+            reader.usage, call.messages, call.images, text, model, reader.thought, reader.timings
+        )
         return Completion(text, usage, model, reader.finish, estimated, reader.thought)
 
 
@@ -370,80 +371,3 @@ class _Call:
 
 def _limit(max_tokens: int | None) -> dict[str, Any]:
     return {"max_tokens": max_tokens} if max_tokens else {}
-
-
-def _usage(
-    raw: Any, call: _Call, text: str, model: str, thought: str = "", body: Any = None
-) -> tuple[Usage, bool]:
-    """The call's usage as the server reported it, else estimated (a thought counts as output
-    and as reasoning tokens); `body` (llama.cpp's `timings`) may say what came from its cache."""
-    if isinstance(raw, dict) and raw.get("prompt_tokens") is not None:
-        details = raw.get("completion_tokens_details")
-        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-        if not reasoning and thought:  # a server that does not count them apart
-            reasoning = tokens.count_text(thought, model)
-        usage = Usage(
-            int(raw["prompt_tokens"]),
-            int(raw.get("completion_tokens") or 0),
-            reasoning_tokens=int(reasoning or 0),
-            cached_tokens=min(int(raw["prompt_tokens"]), cached_tokens(raw, body)),
-        )
-        return usage, False
-    prompt = tokens.count_messages(call.messages, model)
-    prompt += sum(image_tokens(model, p.width, p.height) for p in call.images)
-    if call.images:  # the last message's text is in its parts, which count_messages skips
-        prompt += sum(
-            tokens.count_text(part.get("text", ""), model) for part in call.messages[-1]["content"]
-        )
-    reasoning = tokens.count_text(thought, model) if thought else 0
-    completion = tokens.count_text(text, model) + reasoning
-    return Usage(prompt, completion, reasoning, cached_tokens(None, body)), True
-
-
-def translate(exc: BaseException, settings: Settings, *, images: bool = False) -> ModelError:
-    """Turns an SDK or transport exception into one of ours, logging what the owner must fix.
-
-    With `images`, an error that says the model takes none becomes VisionRefused."""
-    import openai
-
-    if isinstance(exc, ModelError):
-        return exc
-    if images and isinstance(exc, openai.APIStatusError):
-        refused = rejects_images(exc.status_code, str(exc))
-        if refused and not any(m in str(exc).lower() for m in CONTEXT_MARKERS):
-            return VisionRefused()
-        if refused is False:
-            log.warning("The model server could not read an image: %s", exc)
-            return ModelError()
-    if isinstance(exc, openai.APITimeoutError):
-        return ModelTimeout()
-    if isinstance(exc, openai.APIConnectionError):
-        return ModelUnavailable()
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        log.error(
-            "The model server refused the credentials (HTTP %s): check OPENAI_API_KEY "
-            "and OPENAI_BASE_URL (%s)",
-            exc.status_code,
-            settings.openai_base_url,
-        )
-        return ModelAuthError()
-    if isinstance(exc, openai.RateLimitError):
-        return ModelRateLimited()
-    if isinstance(exc, openai.NotFoundError):
-        log.error(
-            "The model server has no model %r at %s: check OPENAI_MODEL",
-            settings.openai_model,
-            settings.openai_base_url,
-        )
-        return ModelNotFound()
-    if isinstance(exc, openai.APIStatusError):
-        message = str(exc).lower()
-        if exc.status_code in (400, 413) and any(m in message for m in CONTEXT_MARKERS):
-            return overflow(exc.body, message)
-        if exc.status_code >= 500:
-            return ModelUnavailable()
-        log.error("The model server rejected the request (HTTP %s): %s", exc.status_code, exc)
-        return ModelError()
-    if isinstance(exc, openai.APIError):
-        return ModelUnavailable()
-    return ModelError()

@@ -15,7 +15,7 @@ docs/real-servers.md):
 * LM Studio: `GET /api/v0/models` → `loaded_context_length` (else `max_context_length`).
 
 llama-cpp-python's server says its window nowhere (only in the error of a non-streamed
-request that overflows, which `client.translate` reads), but it has a tokenizer
+request that overflows, which `sdk_errors.translate` reads), but it has a tokenizer
 (`POST /extras/tokenize/count`), as llama-server has (`/apply-template` + `/tokenize`): where
 streams carry no usage, the engine calibrates its token count on them (`count_prompt`).
 Every failure is silent: the answer is then "unknown", and the family table decides.

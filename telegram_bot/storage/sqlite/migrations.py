@@ -346,7 +346,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m004_usage_and_retry,
     m005_recall_by_chat,
     m006_user_messages_unique,
-    m008_media,  # m007 is another branch's; the lead merges them in order
+    m008_media,  # there is no m007: it was given to work that never landed
     m009_inbox,
     m010_undelivered_replies,
     m011_cached_tokens,
