@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from telegram_bot.engine.turns import AT_LIMIT
 from telegram_bot.errors import BotError
 from tests.fakes import FakeTelegram
 from tests.harness import TOKEN, RunningBot, make_settings
@@ -69,14 +70,23 @@ def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, args))
 
 
+def answers(telegram: FakeTelegram) -> list[str]:
+    """What the bot sent in answer, without the /continue line that follows an answer cut at
+    the output limit (16 tokens here: most answers are), which may come after the next ask."""
+    return [t for t in telegram.sent_texts(ALICE) if t != AT_LIMIT]
+
+
 async def ask(telegram: FakeTelegram, text: str) -> str:
-    before = len(telegram.sent_texts(ALICE))
+    before = len(answers(telegram))
     telegram.send_text(ALICE, text, user_id=ALICE)
     # Long: a CPU shared with builds, and the fold after a reply runs in the chat's turn.
     await telegram.wait_for(
-        "sendMessage", lambda c: c.chat_id == ALICE, count=before + 1, timeout=180.0
+        "sendMessage",
+        lambda c: c.chat_id == ALICE and telegram.visible_text(c) != AT_LIMIT,
+        count=before + 1,
+        timeout=180.0,
     )
-    return telegram.sent_texts(ALICE)[-1]
+    return answers(telegram)[-1]
 
 
 def window_line(caplog: pytest.LogCaptureFixture) -> str:
