@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from ...models import NewTurn, StoredTurn
-from ..attachments import attachments_to_json
+from ..records import attachments_to_json
 from . import rows
 from .connection import Database, affected
 

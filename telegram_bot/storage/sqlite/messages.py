@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from ...models import ChatKey, NewTurn, StoredTurn, Turn
-from ..attachments import attachments_to_json
+from ..records import attachments_to_json
 from . import rows
 
 _TOUCH_CHAT = (

@@ -10,58 +10,24 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ...models import Author, ChatKey, MessageKind, Role, Status, Summary, Turn, Usage
-from ..attachments import attachments_from_json
-
-TURN_COLUMNS = (
-    "id, chat_id, thread_id, role, text, tokens, created_at, author_id, author_name, status, "
-    "tg_message_id, archived, summarised, kind, duration, attachments, undelivered"
-)
-SUMMARY_COLUMNS = (
-    "id, chat_id, thread_id, text, tokens, first_message_id, last_message_id, messages_covered, "
-    "created_at, model, prompt_tokens, completion_tokens"
-)
+from ...models import ChatKey, Summary, Turn
+from .. import records
+from ..records import SUMMARY_COLUMNS as SUMMARY_COLUMNS
+from ..records import TURN_COLUMNS as TURN_COLUMNS
+from ..records import prefixed as prefixed
 
 
-def prefixed(columns: str, alias: str) -> str:
-    """A column list qualified by a table alias, for queries that join."""
-    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+def _when(value: float) -> datetime:
+    """SQLite keeps times as seconds since the epoch (UTC)."""
+    return datetime.fromtimestamp(value, UTC)
 
 
 def turn(row: Sequence[Any]) -> Turn:
-    author = Author(row[7], row[8]) if row[8] is not None else None
-    return Turn(
-        id=row[0],
-        chat=ChatKey(row[1], row[2]),
-        role=Role(row[3]),
-        text=row[4],
-        tokens=row[5],
-        created_at=datetime.fromtimestamp(row[6], UTC),
-        author=author,
-        status=Status(row[9]),
-        tg_message_id=row[10],
-        archived=bool(row[11]),
-        summarised=bool(row[12]),
-        kind=MessageKind(row[13]),
-        duration=row[14],
-        attachments=attachments_from_json(row[15]),
-        undelivered=bool(row[16]),
-    )
+    return records.turn(row, _when)
 
 
 def summary(row: Sequence[Any]) -> Summary:
-    return Summary(
-        id=row[0],
-        chat=ChatKey(row[1], row[2]),
-        text=row[3],
-        tokens=row[4],
-        first_message_id=row[5],
-        last_message_id=row[6],
-        messages_covered=row[7],
-        created_at=datetime.fromtimestamp(row[8], UTC),
-        model=row[9],
-        usage=Usage(row[10] or 0, row[11] or 0),
-    )
+    return records.summary(row, _when)
 
 
 def chat_token(chat: ChatKey) -> str:
