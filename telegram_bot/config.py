@@ -232,8 +232,9 @@ class Settings:
     summary_model: str = _setting("SUMMARY_MODEL", _text, "")
 
     # --- Voice, photos and files (issue 14) ------------------------------------------------
-    # Speech-to-text: an OpenAI-compatible POST /audio/transcriptions. Empty URL and key: the
-    # chat endpoint's (OPENAI_BASE_URL, OPENAI_API_KEY); Ollama has none, so point it elsewhere.
+    # Speech-to-text: an OpenAI-compatible POST /audio/transcriptions. Empty URL: the chat
+    # endpoint's (OPENAI_BASE_URL; Ollama has none, so point it elsewhere). Empty key: the chat
+    # key for the chat server only; a server elsewhere gets none unless given its own.
     transcription_model: str = _setting("TRANSCRIPTION_MODEL", _text, "whisper-1")
     transcription_base_url: str = _setting("TRANSCRIPTION_BASE_URL", _url, "")
     transcription_api_key: str = _setting("TRANSCRIPTION_API_KEY", _text, "", repr=False)
@@ -298,7 +299,13 @@ class Settings:
 
     @property
     def transcriber_api_key(self) -> str:
-        return self.transcription_api_key or self.openai_api_key
+        """TRANSCRIPTION_API_KEY; unset, the chat key, but only for the chat server itself:
+        a speech-to-text server elsewhere (another host or port) never gets OPENAI_API_KEY."""
+        if self.transcription_api_key:
+            return self.transcription_api_key
+        if _origin(self.transcriber_base_url) == _origin(self.openai_base_url):
+            return self.openai_api_key
+        return ""
 
     @property
     def image_model(self) -> str:
@@ -364,3 +371,10 @@ def _check_required(settings: Settings, *, require_token: bool, require_model: b
             "OPENAI_API_KEY: expected an API key for OpenAI "
             "(or set OPENAI_BASE_URL to a local server such as Ollama)"
         )
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port: where a request goes, whatever the path."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from tests.fakes._openai_media import (
     llama_cpp_python_refusal,
     llama_server_refusal,
 )
-from tests.harness import RunningBot, eventually
+from tests.harness import API_KEY, RunningBot, eventually, make_settings
 from tests.test_private_chat import ALICE, final_messages
 
 Query = Callable[..., list[tuple[Any, ...]]]
@@ -76,6 +77,31 @@ async def test_a_round_video_note_is_transcribed_too(
     assert (await texts_after(tg, 2))[-1] == "Nice bike!"
     assert ai.transcriptions[0].filename == "video_note.mp4"
     assert db("SELECT kind FROM messages WHERE role = 'user'") == [("video_note",)]
+
+
+async def test_a_speech_server_elsewhere_never_gets_the_chat_key(
+    tg: FakeTelegram, ai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """TRANSCRIPTION_BASE_URL on another server, no TRANSCRIPTION_API_KEY: OPENAI_API_KEY is
+    the chat provider's secret and is not sent there (it would be, to a third party)."""
+    async with FakeOpenAI() as speech:
+        speech.enqueue_transcription("Hello there")
+        ai.enqueue("Hi!")
+        settings = make_settings(
+            tg.base_url,
+            ai.base_url,
+            tmp_path / "bot.sqlite3",
+            transcription_base_url=speech.base_url,
+        )
+        bot = await RunningBot(settings).start()
+        try:
+            tg.send_voice(ALICE, VOICE, duration=2, user_id=ALICE)
+            await texts_after(tg, 2)
+        finally:
+            await bot.stop()
+        [upload] = speech.transcriptions
+        assert API_KEY not in str(upload.headers), "the chat key went to another server"
+        assert API_KEY in ai.requests[0].headers.get("authorization", "")
 
 
 async def test_no_transcription_endpoint_gets_one_line_and_tells_the_owner(
