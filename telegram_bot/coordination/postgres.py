@@ -42,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from ..config import Settings
+from ..config import Settings, describe_database_url
 from ..errors import DatabaseUnavailable
 from ..models import ChatKey
 from ..storage.postgres.store import INBOX_CHANNEL, PostgresStore
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 TURNS_CHANNEL = INBOX_CHANNEL  # a chat's turn given back, or its updates marked done
 STOP_CHANNEL = "telegram_bot_stop"
+PROBE_CHANNEL = "telegram_bot_probe"
+PROBE_TIMEOUT = 5.0  # seconds: a NOTIFY straight from PostgreSQL arrives in milliseconds
 HEARTBEATS_PER_LEASE = 5
 POLL_MAX = 1.0  # seconds: the longest a waiter goes without looking again
 PRUNE_EVERY = 600  # heartbeats between clean-ups of dead replicas' rows and old windows
@@ -155,6 +157,7 @@ class Replica:
         await self.database.execute(HEARTBEAT, self.id, self.lease)
         await self.database.execute(PRUNE)
         await self._listen()
+        await self._check_listening()
         self._heartbeat = asyncio.create_task(self._beat(), name="replica-heartbeat")
         log.info("Replica %s: lease %.0f s, on PostgreSQL", self.id, self.lease)
 
@@ -226,6 +229,39 @@ class Replica:
         self._listener = listener
         for chat in list(self.wakers):  # a release may have been missed meanwhile
             self._wake(chat)
+
+    async def _check_listening(self) -> None:
+        """Sends a NOTIFY on the pool and waits for it on the listening connection. Through
+        PgBouncer in transaction mode LISTEN is accepted but its server connection goes back to
+        PgBouncer's pool, so no NOTIFY ever arrives: said here in one line, not found out later
+        as a /stop that never reaches the other replica."""
+        listener, heard = self._listener, asyncio.Event()
+        assert listener is not None
+
+        def on_probe(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if payload == self.id:
+                heard.set()
+
+        await listener.add_listener(PROBE_CHANNEL, on_probe)
+        try:
+            await self.database.execute("SELECT pg_notify($1, $2)", PROBE_CHANNEL, self.id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(heard.wait(), PROBE_TIMEOUT)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(PROBE_CHANNEL, on_probe)
+        if not heard.is_set():
+            log.error(
+                "Replica %s: a NOTIFY did not arrive on the listening connection (%s) within "
+                "%.0f s: LISTEN needs a session of its own, which PgBouncer in transaction mode "
+                "does not give; point DATABASE_LISTEN_URL straight at PostgreSQL. Until then a "
+                "/stop sent to another replica does not stop the answer, and a chat's next "
+                "message waits up to %.0f s longer for its turn",
+                self.id,
+                describe_database_url(self.listen_url),
+                PROBE_TIMEOUT,
+                POLL_MAX,
+            )
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == TURNS_CHANNEL:
