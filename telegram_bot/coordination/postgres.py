@@ -25,7 +25,9 @@ that LISTENs. A replica whose lease passed is dead, and what it held is free aga
 LISTEN needs a session of its own: the listening connection is made to DATABASE_LISTEN_URL
 (default DATABASE_URL), so behind PgBouncer in transaction mode it can go straight to
 PostgreSQL while the pool goes through PgBouncer. Everything else is one statement on the
-store's pool, no session state, so PgBouncer's transaction mode serves it. If the listening
+store's pool, no session state, so PgBouncer's transaction mode serves it. At start the
+replica sends itself a NOTIFY and says in one ERROR line if it never arrives (LISTEN through
+PgBouncer in transaction mode is accepted, then deaf). If the listening
 connection is lost, the heartbeat makes a new one; meanwhile waiters still poll, and a /stop
 from another replica does not arrive (logged).
 """
@@ -42,19 +44,18 @@ from typing import Any
 
 import asyncpg
 
-from ..config import Settings, describe_database_url
+from ..config import Settings
 from ..errors import DatabaseUnavailable
 from ..models import ChatKey
 from ..storage.postgres.store import INBOX_CHANNEL, PostgresStore
 from . import Coordination, OnStop, StopOutcome
+from .listening import check_listening
 from .local import WINDOW, KeyedLocks, LocalReplies
 
 log = logging.getLogger(__name__)
 
 TURNS_CHANNEL = INBOX_CHANNEL  # a chat's turn given back, or its updates marked done
 STOP_CHANNEL = "telegram_bot_stop"
-PROBE_CHANNEL = "telegram_bot_probe"
-PROBE_TIMEOUT = 5.0  # seconds: a NOTIFY straight from PostgreSQL arrives in milliseconds
 HEARTBEATS_PER_LEASE = 5
 POLL_MAX = 1.0  # seconds: the longest a waiter goes without looking again
 PRUNE_EVERY = 600  # heartbeats between clean-ups of dead replicas' rows and old windows
@@ -157,7 +158,8 @@ class Replica:
         await self.database.execute(HEARTBEAT, self.id, self.lease)
         await self.database.execute(PRUNE)
         await self._listen()
-        await self._check_listening()
+        assert self._listener is not None
+        await check_listening(self._listener, self.database, self.id, self.listen_url)
         self._heartbeat = asyncio.create_task(self._beat(), name="replica-heartbeat")
         log.info("Replica %s: lease %.0f s, on PostgreSQL", self.id, self.lease)
 
@@ -229,39 +231,6 @@ class Replica:
         self._listener = listener
         for chat in list(self.wakers):  # a release may have been missed meanwhile
             self._wake(chat)
-
-    async def _check_listening(self) -> None:
-        """Sends a NOTIFY on the pool and waits for it on the listening connection. Through
-        PgBouncer in transaction mode LISTEN is accepted but its server connection goes back to
-        PgBouncer's pool, so no NOTIFY ever arrives: said here in one line, not found out later
-        as a /stop that never reaches the other replica."""
-        listener, heard = self._listener, asyncio.Event()
-        assert listener is not None
-
-        def on_probe(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            if payload == self.id:
-                heard.set()
-
-        await listener.add_listener(PROBE_CHANNEL, on_probe)
-        try:
-            await self.database.execute("SELECT pg_notify($1, $2)", PROBE_CHANNEL, self.id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(heard.wait(), PROBE_TIMEOUT)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(PROBE_CHANNEL, on_probe)
-        if not heard.is_set():
-            log.error(
-                "Replica %s: a NOTIFY did not arrive on the listening connection (%s) within "
-                "%.0f s: LISTEN needs a session of its own, which PgBouncer in transaction mode "
-                "does not give; point DATABASE_LISTEN_URL straight at PostgreSQL. Until then a "
-                "/stop sent to another replica does not stop the answer, and a chat's next "
-                "message waits up to %.0f s longer for its turn",
-                self.id,
-                describe_database_url(self.listen_url),
-                PROBE_TIMEOUT,
-                POLL_MAX,
-            )
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         if channel == TURNS_CHANNEL:

@@ -123,9 +123,7 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise PgBouncerStartError(
-                f"pgbouncer exited with {proc.returncode}:\n{_tail(log)}"
-            )
+            raise PgBouncerStartError(f"pgbouncer exited with {proc.returncode}:\n{_tail(log)}")
         if _accepts(port):
             return
         time.sleep(0.05)

@@ -59,9 +59,7 @@ async def test_prepared_statements_break_through_transaction_pooling_unless_turn
 
 
 @contextlib.asynccontextmanager
-async def replica(
-    pool_dsn: str, listen_dsn: str
-) -> AsyncIterator[tuple[Coordination, Replica]]:
+async def replica(pool_dsn: str, listen_dsn: str) -> AsyncIterator[tuple[Coordination, Replica]]:
     store = PostgresStore(pool_dsn, pool_size=2, pgbouncer=True)
     await store.open()
     settings = replace(
