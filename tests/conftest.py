@@ -19,6 +19,7 @@ from tests.harness import TOKEN, RunningBot, make_settings
 # A real PostgreSQL (tests/real/conftest_postgres.py), for tests anywhere in the suite: the
 # store contract, the memory tests and the bot run over it as well as over SQLite. Imported by
 # name: pytest refuses `pytest_plugins` in a conftest below the rootdir.
+from tests.real.conftest_pgbouncer import pgbouncer, pgbouncer_dsn
 from tests.real.conftest_postgres import pg_dsn, pg_server
 
 # CI runs the same examples every time, so a red build always reproduces; locally hypothesis
@@ -27,7 +28,7 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-__all__ = ["pg_dsn", "pg_server"]
+__all__ = ["pg_dsn", "pg_server", "pgbouncer", "pgbouncer_dsn"]
 
 
 @pytest.fixture(autouse=True)

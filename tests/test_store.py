@@ -38,6 +38,7 @@ from telegram_bot.models import (
 from telegram_bot.storage import Store
 from telegram_bot.storage.postgres.store import PostgresStore
 from telegram_bot.storage.sqlite.store import SQLiteStore
+from tests.real.pgbouncer import PgBouncer
 from tests.real.postgres import PostgresServer, fresh_database
 
 
@@ -113,11 +114,20 @@ async def postgres_backend(request: pytest.FixtureRequest, stack: AsyncExitStack
     return PostgresStore(dsn, pool_size=4), PostgresPeek(dsn)
 
 
+async def pgbouncer_backend(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Backend:
+    """PostgreSQL through a real PgBouncer in transaction mode, with DATABASE_PGBOUNCER."""
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")  # skips without pgbouncer
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    dsn = await stack.enter_async_context(fresh_database(server, request.node.name))
+    return PostgresStore(bouncer.through(dsn), pool_size=4, pgbouncer=True), PostgresPeek(dsn)
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, AsyncExitStack], Awaitable[Backend]]] = {
     "sqlite": sqlite_backend,
     "postgres": postgres_backend,
+    "pgbouncer": pgbouncer_backend,
 }
-ON_A_REAL_SERVER = {"postgres"}
+ON_A_REAL_SERVER = {"postgres", "pgbouncer"}
 
 
 @pytest.fixture(

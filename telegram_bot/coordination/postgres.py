@@ -25,7 +25,9 @@ that LISTENs. A replica whose lease passed is dead, and what it held is free aga
 LISTEN needs a session of its own: the listening connection is made to DATABASE_LISTEN_URL
 (default DATABASE_URL), so behind PgBouncer in transaction mode it can go straight to
 PostgreSQL while the pool goes through PgBouncer. Everything else is one statement on the
-store's pool, no session state, so PgBouncer's transaction mode serves it. If the listening
+store's pool, no session state, so PgBouncer's transaction mode serves it. At start the
+replica sends itself a NOTIFY and says in one ERROR line if it never arrives (LISTEN through
+PgBouncer in transaction mode is accepted, then deaf). If the listening
 connection is lost, the heartbeat makes a new one; meanwhile waiters still poll, and a /stop
 from another replica does not arrive (logged).
 """
@@ -47,6 +49,7 @@ from ..errors import DatabaseUnavailable
 from ..models import ChatKey
 from ..storage.postgres.store import INBOX_CHANNEL, PostgresStore
 from . import Coordination, OnStop, StopOutcome
+from .listening import check_listening
 from .local import WINDOW, KeyedLocks, LocalReplies
 
 log = logging.getLogger(__name__)
@@ -155,6 +158,8 @@ class Replica:
         await self.database.execute(HEARTBEAT, self.id, self.lease)
         await self.database.execute(PRUNE)
         await self._listen()
+        assert self._listener is not None
+        await check_listening(self._listener, self.database, self.id, self.listen_url)
         self._heartbeat = asyncio.create_task(self._beat(), name="replica-heartbeat")
         log.info("Replica %s: lease %.0f s, on PostgreSQL", self.id, self.lease)
 
