@@ -340,3 +340,57 @@ async def test_a_message_too_long_for_the_window_gets_a_clear_answer(
     [reply] = await ask(tg, ALICE, "short one")
     assert tg.visible_text(reply) == "Echo: short one"
     await bot.stop()
+
+
+def sectioned_summariser() -> Callable[[ChatRequest], Any]:
+    """Summary requests: an appended section (asked for the new turns alone) gets a numbered
+    section, a write or consolidation a long text the bot must cut to its share of the budget."""
+    calls: list[str] = []
+
+    def respond(request: ChatRequest) -> Any:
+        if not is_summary(request):
+            return f"Noted ({len(request.messages)})."
+        data = str(request.messages[1]["content"])
+        kind = "section" if "<summary_so_far>" in data else "whole"
+        calls.append(kind)
+        return f"{kind}-{len(calls)} " + "gardening tomatoes " * 100
+
+    respond.calls = calls  # type: ignore[attr-defined]
+    return respond
+
+
+async def test_a_fold_appends_to_the_summary_so_the_system_message_stays_a_prefix(
+    bot_factory: Callable[..., RunningBot], tg: FakeTelegram, ai: FakeOpenAI, db: Query
+) -> None:
+    bot = await bot_factory(**SMALL).start()
+    ai.responder = respond = sectioned_summariser()
+    await ask(tg, ALICE, "The code for the garage door is 4471.")
+    systems: list[str] = []
+    turn = 0
+    while "whole" not in respond.calls[1:]:  # the first write, appends, then a consolidation
+        await ask(tg, ALICE, filler(turn))
+        systems.append(str(chat_requests(ai)[-1].messages[0]["content"]))
+        turn += 1
+        assert turn < 60, "the summary never passed its budget"
+    assert respond.calls[:2] == ["whole", "section"]
+    # Across the fold that appended, the persona and the summary so far stayed a prefix of
+    # the system message (a server's prompt cache reuses them); the section follows them.
+    with_summary = [s for s in systems if SUMMARY_HEADER in s]
+    appended = next(s for s in with_summary if "section-2" in s)
+    before = with_summary[with_summary.index(appended) - 1]
+    assert "whole-1" in before and "section-2" not in before
+    kept = before.rsplit("\n</conversation_summary>", 1)[0]
+    assert appended.startswith(kept + "\n\nsection-2 ")
+    # The consolidation rewrote it within the budget; the fact is still found by recall.
+    rows = await eventually(
+        lambda: db("SELECT text, tokens FROM summaries ORDER BY id"),
+        lambda rows: len(rows) >= 3,
+    )
+    assert rows[1][0].startswith("whole-1 ") and "\n\nsection-2 " in rows[1][0]
+    consolidated = rows[2][0]
+    assert consolidated.startswith("whole-3 ") and "section-" not in consolidated
+    assert all(count <= SMALL["summary_token_budget"] for _text, count in rows)
+    await ask(tg, ALICE, "What is the garage door code?")
+    last = chat_requests(ai)[-1].messages[-1]["content"]
+    assert "4471" in last.split(RECALL_HEADER)[-1]
+    await bot.stop()

@@ -1,12 +1,19 @@
 """Rolling summaries: fold the oldest verbatim turns into the conversation's summary.
 
 When the turns sent verbatim pass their budget, the oldest of them (down to a low-water mark,
-an eighth of the budget, so this happens once every few dozen turns rather than every turn:
-each fold rewrites the prompt from the summary on, which a model server's prompt cache cannot
-reuse) are folded,
-with the previous summary, into a new summary of at most SUMMARY_TOKEN_BUDGET tokens by one
-model call. The summary is stored with the range it covers and the folded messages are marked
-summarised, in one transaction; nothing is deleted, and recall can still find them.
+an eighth of the budget, so this happens once every few dozen turns rather than every turn)
+are folded into the summary by one model call. The summary is stored with the range it covers
+and the folded messages are marked summarised, in one transaction; nothing is deleted, and
+recall can still find them.
+
+The summary is append-only between consolidations, so a model server's prompt cache keeps the
+persona and the summary so far across a fold: a fold asks for a summary of the newly folded
+turns alone (at most an eighth of SUMMARY_TOKEN_BUDGET, the summary so far given as context)
+and appends it, after a blank line, to the stored text. Only when the next section would pass
+the budget is the whole rewritten (consolidated) as before: the summary so far and the turns
+into one summary of at most three quarters of the budget, leaving room for the next sections.
+The first summary of a conversation is written the same way. The sections live in the summary
+row's text (no schema change).
 
 The engine runs this *after* the reply has been delivered, under the chat's lock, so it never
 adds to a reply's latency and the chat's next message sees its result. A failing or slow
@@ -38,9 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CALLS = 3  # summary calls per compaction; a backlog after failures is caught up over turns
-# A fold leaves an eighth of the verbatim cap: every fold rewrites the prompt from the summary
-# on (a model server's prompt cache is lost there), so folding a lot at once makes them rare.
+# A fold leaves an eighth of the verbatim cap: every fold changes the prompt from the end of
+# the summary so far on (a model server's prompt cache is lost there), so folding a lot at once
+# makes them rare.
 FOLD_TO = 8
+# A new or consolidated summary: at most CONSOLIDATED/4 of SUMMARY_TOKEN_BUDGET.
+CONSOLIDATED = 3
+SECTION_SHARE = 8  # a section appended by a fold: at most an eighth of it
+SECTION_BREAK = "\n\n"
 KEEP_NEWEST = 2  # turns never folded, so the model always sees the latest exchange verbatim
 SUMMARY_TIMEOUT = 120.0
 
@@ -51,6 +63,18 @@ tags; each transcript line is one message: when, who, then what they said as a q
 string. Write ONE updated summary that replaces the previous one and includes what still \
 matters from it.
 
+{rules}"""
+
+SECTION_INSTRUCTIONS = """\
+You maintain the running summary of a chat between people and an AI assistant. You receive \
+the summary so far and the next part of the conversation's transcript, both as data between \
+tags; each transcript line is one message: when, who, then what they said as a quoted \
+string. Summarise ONLY this next part of the transcript: your text is appended after the \
+summary so far, so never repeat what that already says (use it only to understand the part).
+
+{rules}"""
+
+RULES = """\
 Keep every: name, number, amount, date and time, address, code or identifier; preference and \
 dislike; decision; commitment or promise (who will do what, by when); and open question or \
 unfinished task. Drop greetings, small talk and anything the assistant merely explained. \
@@ -86,17 +110,36 @@ def summariser_messages(
     group: bool,
     line_cap: int | None = None,
     model: str = "",
+    section: bool = False,
 ) -> list[dict[str, str]]:
-    """The summary request: instructions as the system message, the data delimited."""
-    system = INSTRUCTIONS.format(
+    """The summary request: instructions as the system message, the data delimited.
+
+    `section`: ask for a summary of `turns` alone, to append after `previous` (which is given
+    as context); otherwise for one summary replacing `previous` (a consolidation)."""
+    rules = RULES.format(
         group=GROUP_RULE if group else "", words=max(20, max_tokens * 2 // 3), cut_short=CUT_SHORT
     )
     lines = "\n".join(transcript_line(t, line_cap, model) for t in turns)
-    user = (
-        f"<previous_summary>\n{neutralise(previous) or '(none yet)'}\n</previous_summary>\n\n"
-        f"<transcript>\n{lines}\n</transcript>\n\nWrite the updated summary now."
-    )
+    if section:
+        system = SECTION_INSTRUCTIONS.format(rules=rules)
+        data = f"<summary_so_far>\n{neutralise(previous)}\n</summary_so_far>"
+        ask = "Write the summary of this part of the transcript now."
+    else:
+        system = INSTRUCTIONS.format(rules=rules)
+        data = f"<previous_summary>\n{neutralise(previous) or '(none yet)'}\n</previous_summary>"
+        ask = "Write the updated summary now."
+    user = f"{data}\n\n<transcript>\n{lines}\n</transcript>\n\n{ask}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def section_cap(summary: Summary | None, cap: int) -> int:
+    """The tokens a fold's section may take when appended to `summary` (the whole summary
+    within `cap`, SUMMARY_TOKEN_BUDGET); 0 when the summary must be written or consolidated
+    instead: there is none yet, or a full section would pass the cap."""
+    section = max(1, cap // SECTION_SHARE)
+    if summary is None or not summary.text:
+        return 0
+    return section if summary.tokens + section + 2 <= cap else 0
 
 
 def plan_fold(turns: Sequence[Turn], cap: int, model: str = "") -> list[Turn]:
@@ -204,8 +247,10 @@ class Compactor:
         s = self.settings
         factor = self.memory.calibration.factor(self.model)
         limit = budget.prompt_limit(self._window(), s.summary_token_budget, factor)
+        section = section_cap(summary, self._summary_cap()) > 0
+        previous = summary.text if summary else ""
         fixed = tokens.count_messages(
-            summariser_messages(summary.text if summary else "", [], max_tokens=1, group=True),
+            summariser_messages(previous, [], max_tokens=1, group=True, section=section),
             self.model,
         )
         return max(64, limit - fixed)  # a small window leaves little room: fold less at once
@@ -214,7 +259,9 @@ class Compactor:
         self, chat: ChatKey, summary: Summary | None, chunk: list[Turn], line_cap: int
     ) -> Summary:
         s = self.settings
-        cap = budget.output_reserve(self._window(), s.summary_token_budget)
+        budget_cap = self._summary_cap()
+        section = section_cap(summary, budget_cap)  # 0: write or consolidate the whole
+        cap = section or max(1, budget_cap * CONSOLIDATED // 4)
         messages = summariser_messages(
             summary.text if summary else "",
             chunk,
@@ -222,6 +269,7 @@ class Compactor:
             group=chat.chat_id < 0,
             line_cap=line_cap,
             model=self.model,
+            section=section > 0,
         )
         self.calls += 1
         try:
@@ -256,6 +304,8 @@ class Compactor:
             counted = tokens.count_messages(messages, self.model)
             await self.memory.learn(self.model, counted, completion.usage.prompt_tokens)
         text = tokens.truncate_text(completion.text.strip(), cap, s.openai_model)
+        if section and summary is not None:  # appended: the summary so far stays a prefix
+            text = summary.text + SECTION_BREAK + text if text else summary.text
         saved = await self.store.save_summary(
             NewSummary(
                 chat=chat,
@@ -268,13 +318,18 @@ class Compactor:
             )
         )
         log.info(
-            "chat=%s summary updated: %d messages folded, %d covered, %d tokens",
+            "chat=%s summary %s: %d messages folded, %d covered, %d tokens",
             chat,
+            "appended to" if section else "written",
             len(chunk),
             saved.messages_covered,
             saved.tokens,
         )
         return saved
+
+    def _summary_cap(self) -> int:
+        """SUMMARY_TOKEN_BUDGET, at most half the summariser's window."""
+        return budget.output_reserve(self._window(), self.settings.summary_token_budget)
 
     def _backing_off(self, chat: ChatKey) -> bool:
         failures, skip = self._failures.get(chat, (0, 0))

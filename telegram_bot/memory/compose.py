@@ -57,7 +57,7 @@ RECALL_CANDIDATES = 12
 CUT_SHORT = "[reply cut short]"
 # The delimiters the bot puts around data a model must not take for instructions.
 _TAGS = re.compile(
-    r"</?\s*(transcript|previous_summary|recalled_messages|conversation_summary)\s*>",
+    r"</?\s*(transcript|previous_summary|summary_so_far|recalled_messages|conversation_summary)\s*>",
     re.IGNORECASE,
 )
 # Every character Python's str.splitlines() (and so most readers) breaks a line at.
