@@ -109,6 +109,42 @@ def _log_dir(factory: pytest.TempPathFactory) -> Path:
     return factory.getbasetemp() / "llama-logs"
 
 
+def _serve(
+    factory: pytest.TempPathFactory,
+    name: str,
+    argv: Callable[[int], list[str]],
+    n_ctx: int,
+    log_name: str,
+    ready_path: str,
+) -> Iterator[RunningServer]:
+    """Starts a built server on a free port (`argv` takes the port), yields it, stops it; one
+    that was built but does not start is a failure, not a skip."""
+    port = servers.free_port()
+    try:
+        server = servers.start(
+            name,
+            argv(port),
+            port=port,
+            n_ctx=n_ctx,
+            log_path=_log_dir(factory) / log_name,
+            ready_path=ready_path,
+        )
+    except servers.ServerDidNotStart as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    servers.stop(server)
+
+
+def _llama_server_binary(config: pytest.Config, cache: Path) -> Path:
+    return _built(
+        config,
+        "llama-server (C++)",
+        llama.ensure_llama_server,
+        cache,
+        llama.llama_server_binary(cache).parent,
+    )
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_python_server(
     request: pytest.FixtureRequest,
@@ -125,20 +161,14 @@ def llama_cpp_python_server(
         llama_cache,
         llama.python_server_dir(llama_cache),
     )
-    port = servers.free_port()
-    try:
-        server = servers.start(
-            "llama-cpp-python",
-            servers.llama_cpp_python_argv(python, tiny_model, port, n_ctx),
-            port=port,
-            n_ctx=n_ctx,
-            log_path=_log_dir(tmp_path_factory) / f"llama-cpp-python-{n_ctx}.log",
-            ready_path="/v1/models",
-        )
-    except servers.ServerDidNotStart as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    servers.stop(server)
+    yield from _serve(
+        tmp_path_factory,
+        "llama-cpp-python",
+        lambda port: servers.llama_cpp_python_argv(python, tiny_model, port, n_ctx),
+        n_ctx,
+        f"llama-cpp-python-{n_ctx}.log",
+        "/v1/models",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -150,27 +180,15 @@ def llama_server(
 ) -> Iterator[RunningServer]:
     """The C++ `llama-server` serving the tiny model with one slot of `n_ctx` tokens."""
     n_ctx = int(getattr(request, "param", DEFAULT_N_CTX))
-    binary = _built(
-        request.config,
-        "llama-server (C++)",
-        llama.ensure_llama_server,
-        llama_cache,
-        llama.llama_server_binary(llama_cache).parent,
+    binary = _llama_server_binary(request.config, llama_cache)
+    yield from _serve(
+        tmp_path_factory,
+        "llama-server",
+        lambda port: servers.llama_server_argv(binary, tiny_model, port, n_ctx),
+        n_ctx,
+        f"llama-server-{n_ctx}.log",
+        "/health",
     )
-    port = servers.free_port()
-    try:
-        server = servers.start(
-            "llama-server",
-            servers.llama_server_argv(binary, tiny_model, port, n_ctx),
-            port=port,
-            n_ctx=n_ctx,
-            log_path=_log_dir(tmp_path_factory) / f"llama-server-{n_ctx}.log",
-            ready_path="/health",
-        )
-    except servers.ServerDidNotStart as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    servers.stop(server)
 
 
 @pytest.fixture(scope="session")
@@ -182,27 +200,17 @@ def llama_server_vision(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     """The C++ `llama-server` serving the tiny model with its tiny projector: it takes images."""
-    binary = _built(
-        request.config,
-        "llama-server (C++)",
-        llama.ensure_llama_server,
-        llama_cache,
-        llama.llama_server_binary(llama_cache).parent,
+    binary = _llama_server_binary(request.config, llama_cache)
+    yield from _serve(
+        tmp_path_factory,
+        "llama-server",
+        lambda port: servers.llama_server_argv(
+            binary, tiny_model, port, VISION_N_CTX, tiny_projector
+        ),
+        VISION_N_CTX,
+        f"llama-server-vision-{VISION_N_CTX}.log",
+        "/health",
     )
-    port = servers.free_port()
-    try:
-        server = servers.start(
-            "llama-server",
-            servers.llama_server_argv(binary, tiny_model, port, VISION_N_CTX, tiny_projector),
-            port=port,
-            n_ctx=VISION_N_CTX,
-            log_path=_log_dir(tmp_path_factory) / f"llama-server-vision-{VISION_N_CTX}.log",
-            ready_path="/health",
-        )
-    except servers.ServerDidNotStart as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    servers.stop(server)
 
 
 @pytest.fixture(params=["llama_cpp_python_server", "llama_server"])
