@@ -27,9 +27,8 @@ LISTEN needs a session of its own: the listening connection is made to DATABASE_
 PostgreSQL while the pool goes through PgBouncer. Everything else is one statement on the
 store's pool, no session state, so PgBouncer's transaction mode serves it. At start the
 replica sends itself a NOTIFY and says in one ERROR line if it never arrives (LISTEN through
-PgBouncer in transaction mode is accepted, then deaf). If the listening
-connection is lost, the heartbeat makes a new one; meanwhile waiters still poll, and a /stop
-from another replica does not arrive (logged).
+PgBouncer in transaction mode is accepted, then deaf). A lost listening connection is made
+again by the heartbeat; meanwhile waiters poll, and another replica's /stop is lost (logged).
 """
 
 from __future__ import annotations
