@@ -20,14 +20,21 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 
 from ...coordination import StopOutcome
+from ...engine.turns import Reply
 from ...models import ChatKey
 from ..downloads import TelegramMedia
 from ..replies import answer
+from ..sender import TelegramReply
 from ..services import Context
 from ..updates import chat_key
 from .admin import is_manager
 
 log = logging.getLogger(__name__)
+
+# What /retry and /continue ask of the engine: the chat, the sink, who asks, and (in a group)
+# how to check that an admin may have someone else's answer.
+AdminCheck = Callable[[], Awaitable[bool]] | None
+_OnOwnAnswer = Callable[[ChatKey, TelegramReply, int | None, AdminCheck], Awaitable[Reply | None]]
 
 STOPPED = "Stopped."
 SAYS = {
@@ -79,19 +86,14 @@ async def stop_button(update: Update, context: Context) -> None:
 
 async def retry(update: Update, context: Context) -> None:
     message = update.effective_message
-    key = chat_key(update)
-    if message is None or key is None:
+    if message is None:
         return
-    user = update.effective_user
     engine = context.services.engine
-    user_id = user.id if user else None
-    check = _admin_check(update, context)
-    await answer(
+    await _again(
         update,
         context,
-        key,
         # A photo question fetches its images again (their Telegram file ids are stored).
-        lambda sink: engine.retry(
+        lambda key, sink, user_id, check: engine.retry(
             key, sink, user_id, may_retry_others=check, source=TelegramMedia(context.bot, message)
         ),
     )
@@ -114,22 +116,29 @@ async def continue_button(update: Update, context: Context) -> None:
 
 
 async def _continue(update: Update, context: Context) -> None:
+    engine = context.services.engine
+    await _again(
+        update,
+        context,
+        lambda key, sink, user_id, check: engine.continue_(
+            key, sink, user_id, may_continue_others=check
+        ),
+    )
+
+
+async def _again(update: Update, context: Context, call: _OnOwnAnswer) -> None:
+    """/retry and /continue: the engine goes back to the chat's last answer, in the chat's
+    turn; in a group only the person who asked (or an admin, `check`) may have it."""
     key = chat_key(update)
     if key is None or update.effective_message is None:
         return
     user = update.effective_user
-    engine = context.services.engine
     user_id = user.id if user else None
     check = _admin_check(update, context)
-    await answer(
-        update,
-        context,
-        key,
-        lambda sink: engine.continue_(key, sink, user_id, may_continue_others=check),
-    )
+    await answer(update, context, key, lambda sink: call(key, sink, user_id, check))
 
 
-def _admin_check(update: Update, context: Context) -> Callable[[], Awaitable[bool]] | None:
+def _admin_check(update: Update, context: Context) -> AdminCheck:
     """In a group, whether the sender may retry someone else's question: admins and owners
     may (as they may /reset); in a private chat every question is the user's own."""
     chat = update.effective_chat
