@@ -184,6 +184,7 @@ class Result:
     late_median: int
     summary_calls: int
     reused: float  # prompt tokens equal to a prefix of the previous prompt, share of all
+    fresh: int  # prompt tokens that are not (a server evaluates these), summed over turns
 
 
 async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts: int) -> Result:
@@ -216,10 +217,10 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
         for index in range(facts):
             _statement, question, answer = FACTS[index]
             request = await say(question)
-            # Everything the model sees but the question itself (recalled lines open the
-            # last user turn).
+            # Everything the model sees but the question itself (recalled lines follow it in
+            # the last user turn).
             context = "\n".join(str(m.get("content", "")) for m in request.messages)
-            context = context.removesuffix(question)
+            context = context.replace(question, "")
             recalled += answer in context
     finally:
         await llm.close()
@@ -235,6 +236,7 @@ async def play(name: str, settings: Settings, ai: FakeOpenAI, turns: int, facts:
         int(statistics.median(late)),
         sum(1 for r in ai.requests if is_summary(r)),
         shared / max(1, total),
+        total - shared,
     )
 
 
@@ -242,15 +244,15 @@ def table(results: list[Result], history_budget: int, turns: int) -> str:
     head = (
         f"| {turns} turns, history budget {history_budget} | facts in the prompt when asked "
         "| prompt tokens: first / median / max | median, 2nd half of the script | summary calls "
-        "| prompt tokens reusable from the previous prompt (weighted) |"
+        "| prompt tokens reusable from the previous prompt (weighted) | tokens not reusable |"
     )
-    rows = [head, "| --- | --- | --- | --- | --- | --- |"]
+    rows = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         share = 100 * r.recalled / r.asked
         rows.append(
             f"| {r.name} | {r.recalled}/{r.asked} ({share:.0f}%) | "
             f"{r.first:,} / {r.median:,} / {r.max:,} | {r.late_median:,} | {r.summary_calls} "
-            f"| {100 * r.reused:.1f}% |"
+            f"| {100 * r.reused:.1f}% | {r.fresh:,} |"
         )
     return "\n".join(rows)
 

@@ -62,6 +62,7 @@ def turn(id_: int, text: str, chat: ChatKey = PRIVATE, role: Role = Role.USER) -
     turn_sizes=st.lists(st.integers(1, 600), max_size=30),
     recall_sizes=st.lists(st.integers(1, 300), max_size=8),
     group=st.booleans(),
+    recall_on=st.booleans(),
 )
 def test_the_assembled_prompt_never_exceeds_the_window(
     window: int,
@@ -76,6 +77,7 @@ def test_the_assembled_prompt_never_exceeds_the_window(
     turn_sizes: list[int],
     recall_sizes: list[int],
     group: bool,
+    recall_on: bool,
 ) -> None:
     chat = ChatKey(-100 if group else 1)
     recalled = [turn(i + 1, text_of(n, i), chat) for i, n in enumerate(recall_sizes)]
@@ -97,7 +99,13 @@ def test_the_assembled_prompt_never_exceeds_the_window(
     )
     try:
         prompt = assemble(
-            persona, new, older, alloc, summary=text_of(summary_size, 2), candidates=recalled
+            persona,
+            new,
+            older,
+            alloc,
+            summary=text_of(summary_size, 2),
+            candidates=recalled,
+            recall=recall_on,
         )
     except PromptTooLong:
         # As the model would see it: in a group the speaker's name comes first.
@@ -109,8 +117,9 @@ def test_the_assembled_prompt_never_exceeds_the_window(
     assert counted <= limit
     reserve = budget.output_reserve(window, max_output)
     assert counted * factor + reserve + budget.safety_margin(window) <= window
-    # The new message is last; the verbatim turns are the newest ones, in order.
-    assert prompt.messages[-1]["content"].endswith(new.text)
+    # The new message is last (any recalled lines follow it in the same turn); the verbatim
+    # turns are the newest ones, in order.
+    assert prompt.messages[-1]["content"].startswith(turn_message(new)["content"])
     sent = older[len(older) - prompt.history :] if prompt.history else []
     tail = prompt.messages[len(prompt.messages) - 1 - len(sent) : -1]
     assert all(m["content"].endswith(t.text) for m, t in zip(tail, sent, strict=True))
@@ -130,6 +139,25 @@ def test_budgets_shrink_in_proportion_when_the_window_is_small() -> None:
     )
     assert (alloc.summary, alloc.history, alloc.recall) == (500, 1000, 500)
     assert alloc.total <= 2100
+
+
+def test_in_a_small_window_the_new_messages_length_moves_only_recall() -> None:
+    """The summary's cap is the system message a prompt cache holds, the history's where the
+    verbatim turns start: a longer or shorter new message must not move them."""
+    caps = []
+    for message in (10, 120, 400):
+        alloc = budget.allocate(
+            limit=1500,
+            fixed=100 + message,
+            summary_budget=400,
+            history_budget=1000,
+            recall_budget=250,
+            varying=message,
+        )
+        assert alloc.total <= 1500
+        caps.append((alloc.summary, alloc.history, alloc.recall))
+    assert caps[0][:2] == caps[1][:2] and caps[1][2] < caps[0][2], "recall gave way"
+    assert caps[2][0] == caps[0][0] and caps[2][1] < caps[0][1], "then the history"
 
 
 @pytest.mark.parametrize(

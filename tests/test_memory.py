@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from telegram_bot import tokens
-from telegram_bot.memory.compose import RECALL_HEADER, SUMMARY_HEADER
+from telegram_bot.memory.compose import RECALL_HEADER, SUMMARY_RECALL_HEADER
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from tests.databases import Database, every_backend
 from tests.fakes import ChatRequest, Error, FakeOpenAI, FakeTelegram
@@ -112,7 +112,7 @@ async def test_compaction_folds_old_turns_into_a_persisted_summary(
     await ask(tg, ALICE, "What did we talk about?")
     prompt = chat_requests(ai)[-1]
     system = prompt.messages[0]["content"]
-    assert SUMMARY_HEADER in system and "SUMMARY-MARK" in system
+    assert SUMMARY_RECALL_HEADER in system and "SUMMARY-MARK" in system
     assert filler(0) not in prompt_text(prompt), "folded turns are not resent verbatim"
     assert db("SELECT COUNT(*) FROM messages WHERE summarised")[0][0] == len(marked)
     await bot.stop()
@@ -137,11 +137,12 @@ async def test_a_fact_from_turn_5_is_recalled_at_turn_200(
     [reply] = await ask(tg, ALICE, "What was my dog's name again?")
     assert tg.visible_text(reply).startswith("Noted")
     [system, *_, last] = [m["content"] for m in chat_requests(ai)[-1].messages]
-    assert RECALL_HEADER in last and RECALL_HEADER not in system
-    recalled = last.split(RECALL_HEADER, 1)[1]
+    # The summary's header says how recalled lines read; they follow the message, bare.
+    assert SUMMARY_RECALL_HEADER in system and RECALL_HEADER not in last
+    question, recalled = last.split("\n\n<recalled_messages>\n", 1)
     assert 'Alice: "By the way, my dog\'s name is Biscuit."' in recalled
     assert "Biscuit" not in system, "recalled lines are never in the system message"
-    assert last.endswith("What was my dog's name again?"), "the message itself comes last"
+    assert question == "What was my dog's name again?", "the message itself comes first"
     await bot.stop()
 
 
@@ -157,8 +158,10 @@ async def test_recall_finds_turns_the_window_dropped_when_there_is_no_summary(
     ai.responder = summariser("unused")
     await ask(tg, ALICE, "What was my dog's name again?")
     [system, *_, last] = [m["content"] for m in chat_requests(ai)[-1].messages]
-    assert SUMMARY_HEADER not in system and RECALL_HEADER in last
-    assert 'Alice: "By the way, my dog\'s name is Biscuit."' in last.split(RECALL_HEADER, 1)[1]
+    assert "<conversation_summary>" not in system, "no summary to explain recall"
+    question, recalled = last.split(f"\n\n{RECALL_HEADER}\n", 1)  # so the lines explain it
+    assert question == "What was my dog's name again?"
+    assert 'Alice: "By the way, my dog\'s name is Biscuit."' in recalled
     await bot.stop()
 
 
@@ -193,7 +196,7 @@ async def test_recall_never_crosses_chats_or_a_reset(
         await ask(tg, ALICE, filler(i))
     await ask(tg, ALICE, "What is the garage door code?")
     last = chat_requests(ai)[-1].messages[-1]["content"]
-    assert "4471" in last.split(RECALL_HEADER)[-1], "recalled in its own chat"
+    assert "4471" in last.split("<recalled_messages>")[-1], "recalled in its own chat"
     await ask(tg, BOB, "What is the garage door code?")
     assert "4471" not in prompt_text(chat_requests(ai)[-1])
     await ask(tg, ALICE, "/reset")
@@ -375,7 +378,7 @@ async def test_a_fold_appends_to_the_summary_so_the_system_message_stays_a_prefi
     assert respond.calls[:2] == ["whole", "section"]
     # Across the fold that appended, the persona and the summary so far stayed a prefix of
     # the system message (a server's prompt cache reuses them); the section follows them.
-    with_summary = [s for s in systems if SUMMARY_HEADER in s]
+    with_summary = [s for s in systems if SUMMARY_RECALL_HEADER in s]
     appended = next(s for s in with_summary if "section-2" in s)
     before = with_summary[with_summary.index(appended) - 1]
     assert "whole-1" in before and "section-2" not in before
@@ -392,5 +395,5 @@ async def test_a_fold_appends_to_the_summary_so_the_system_message_stays_a_prefi
     assert all(count <= SMALL["summary_token_budget"] for _text, count in rows)
     await ask(tg, ALICE, "What is the garage door code?")
     last = chat_requests(ai)[-1].messages[-1]["content"]
-    assert "4471" in last.split(RECALL_HEADER)[-1]
+    assert "4471" in last.split("<recalled_messages>")[-1]
     await bot.stop()

@@ -15,7 +15,12 @@ import pytest
 
 from telegram_bot import tokens
 from telegram_bot.llm.prompt_cache import cached_tokens
-from telegram_bot.memory.compose import RECALL_HEADER, fit_newest, turn_cost
+from telegram_bot.memory.compose import (
+    RECALL_HEADER,
+    SUMMARY_RECALL_HEADER,
+    fit_newest,
+    turn_cost,
+)
 from telegram_bot.models import Author, ChatKey, NewSummary, NewTurn, Role
 from tests.databases import Database, every_backend
 from tests.fakes import ChatRequest, FakeOpenAI, FakeTelegram
@@ -106,7 +111,7 @@ async def test_recalled_text_is_quoted_data_in_the_last_user_turn_never_the_syst
         last = str(request.messages[-1]["content"])
         assert request.messages[-1]["role"] == "user"
         assert RECALL_HEADER in last and "Kiwi" in last, "recalled, in the last user turn"
-        assert last.endswith("Alice: what is the parrot called?"), "the question comes last"
+        assert last.startswith("Alice: what is the parrot called?\n\n"), "the lines follow it"
         assert [m["role"] for m in request.messages].count("system") == 1
         assert "Kiwi" not in str(request.messages[0]["content"])
         assert_only_quoted(request, FORGED_ASSISTANT)
@@ -139,12 +144,17 @@ async def test_consecutive_prompts_extend_each_other_and_recall_never_moves_the_
         prompts = [r.messages for r in chat_requests(ai)]
         assert len(prompts) == 3 and len(ai.requests) == 3, "no fold in between"
         asked = prompts[1][-1]["content"]
-        assert RECALL_HEADER in asked and "Biscuit" in asked, "recalled in the last turn only"
+        assert asked.startswith("What was my dog's name?\n\n<recalled_messages>\n")
+        assert "Biscuit" in asked, "recalled in the last turn only"
+        # How recalled lines read is said once, in the summary's header (cached), not per turn.
+        assert SUMMARY_RECALL_HEADER in prompts[0][0]["content"] and RECALL_HEADER not in asked
         for previous, current in itertools.pairwise(prompts):
             assert current[0] == previous[0], "the system message never changes between folds"
             # Every message but the last (which may carry recalled lines) is sent again as is.
             assert current[: len(previous) - 1] == previous[:-1]
-            assert current[len(previous) - 1]["content"].endswith(previous[-1]["content"][-20:])
+            # The last is sent again without them: a prefix of what was sent, so the
+            # server's cache reuses it up to the end of the message.
+            assert previous[-1]["content"].startswith(current[len(previous) - 1]["content"])
     finally:
         await running.stop()
 

@@ -133,14 +133,17 @@ class Memory:
         fixed = tokens.TOKENS_REPLY_PRIMING + persona_cost + new_cost
         summary_ask = 0
         if summary is not None and s.summary_token_budget > 0:
-            section = count_repeated(summary_section(summary.text), self.model)
-            summary_ask = min(s.summary_token_budget + 64, section)
+            recall = s.recall_token_budget > 0
+            section = count_repeated(summary_section(summary.text, recall), self.model)
+            framing = count_repeated(summary_section("", recall), self.model)
+            summary_ask = min(s.summary_token_budget + framing + 16, section)
         return budget.allocate(
             limit=self.limit(),
             fixed=fixed,
             summary_budget=int(summary_ask * squeeze),
             history_budget=int(s.history_token_budget * squeeze),
             recall_budget=int(s.recall_token_budget * squeeze),
+            varying=new_cost,
         )
 
     async def prompt(
@@ -190,6 +193,7 @@ class Memory:
             alloc,
             summary=summary.text if summary else "",
             candidates=candidates,
+            recall=s.recall_token_budget > 0,
             model=self.model,
             attached=attached,
         )

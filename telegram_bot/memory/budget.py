@@ -105,20 +105,28 @@ def allocate(
     summary_budget: int,
     history_budget: int,
     recall_budget: int,
+    varying: int = 0,
 ) -> Allocation:
     """Caps for summary, verbatim history and recall within what `fixed` leaves of `limit`.
 
     When the configured budgets together ask for more than is left, each is scaled down in
-    proportion (rounded down), so the sum can never pass the limit.
+    proportion (rounded down), so the sum can never pass the limit. `varying` is the part of
+    `fixed` that changes from turn to turn (the new message): the shares are taken of what is
+    left without it, and what it then needs comes out of recall first, then the verbatim
+    history, the summary last. So in a small window the summary's cap (and with it the system
+    message a server's prompt cache holds) does not move with the length of each new message.
     """
     free = max(0, limit - fixed)
-    asked = max(0, summary_budget) + max(0, history_budget) + max(0, recall_budget)
+    budgets = [max(0, summary_budget), max(0, history_budget), max(0, recall_budget)]
+    asked = sum(budgets)
     if asked <= free:
-        return Allocation(limit, fixed, summary_budget, history_budget, recall_budget)
-
-    def scale(budget: int) -> int:
-        return max(0, budget) * free // asked
-
-    return Allocation(
-        limit, fixed, scale(summary_budget), scale(history_budget), scale(recall_budget)
-    )
+        return Allocation(limit, fixed, *budgets)
+    base = free + max(0, varying)  # what is left before the new message: the same every turn
+    caps = [b * base // asked if asked > base else b for b in budgets]
+    over = sum(caps) - free
+    for part in (2, 1, 0):  # recall, then history, then the summary give way
+        taken = min(caps[part], max(0, over))
+        caps[part] -= taken
+        over -= taken
+    summary, history, recall = caps
+    return Allocation(limit, fixed, summary, history, recall)
