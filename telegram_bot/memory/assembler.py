@@ -119,6 +119,12 @@ class Memory:
         """What to send as `max_tokens`: MAX_OUTPUT_TOKENS, at most half the window."""
         return budget.output_reserve(self.window, self.settings.max_output_tokens)
 
+    @property
+    def recall(self) -> bool:
+        """Whether the chat recalls at all: a setting, so the summary's header, which explains
+        recalled lines, stays the same from turn to turn (`compose.summary_section`)."""
+        return self.settings.recall_token_budget > 0
+
     def limit(self) -> int:
         return budget.prompt_limit(
             self.window, self.settings.max_output_tokens, self.calibration.factor(self.model)
@@ -133,9 +139,8 @@ class Memory:
         fixed = tokens.TOKENS_REPLY_PRIMING + persona_cost + new_cost
         summary_ask = 0
         if summary is not None and s.summary_token_budget > 0:
-            recall = s.recall_token_budget > 0
-            section = count_repeated(summary_section(summary.text, recall), self.model)
-            framing = count_repeated(summary_section("", recall), self.model)
+            section = count_repeated(summary_section(summary.text, self.recall), self.model)
+            framing = count_repeated(summary_section("", self.recall), self.model)
             summary_ask = min(s.summary_token_budget + framing + 16, section)
         return budget.allocate(
             limit=self.limit(),
@@ -193,7 +198,7 @@ class Memory:
             alloc,
             summary=summary.text if summary else "",
             candidates=candidates,
-            recall=s.recall_token_budget > 0,
+            recall=self.recall,
             model=self.model,
             attached=attached,
         )
