@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -237,39 +237,60 @@ def _vendored_source(root: Path, log: Path) -> Path:
 
 def ensure_llama_server(root: Path) -> Path:
     """A static `llama-server` binary compiled from the vendored llama.cpp, built if missing."""
-    binary = llama_server_binary(root)
+    return build_server(
+        root,
+        "llama-server",
+        llama_server_binary(root),
+        _vendored_source,
+        SERVER_CMAKE_ARGS,
+        {"version": LLAMA_CPP_PYTHON_VERSION},
+    )
+
+
+def build_server(
+    root: Path,
+    target: str,
+    binary: Path,
+    source: Callable[[Path, Path], Path],
+    cmake_args: Sequence[str],
+    record: dict[str, object],
+    prefix: Sequence[str] = (),
+) -> Path:
+    """`binary`, cmake's `target` compiled from `source(root, log)`, built once under the
+    cache lock (`<target>.log`, `<target>.failed`, `ready.json` beside the binary; `record`
+    goes into the latter). `prefix` runs each cmake step under it (e.g. `nice`)."""
     if build_record(binary.parent) is not None:
         return binary
-    with cache_lock(root, "llama-server"):
+    with cache_lock(root, target):
         if build_record(binary.parent) is not None:
             return binary
-        marker = root / "llama-server.failed"
+        marker = root / f"{target}.failed"
         check_failure(marker)
         problem = missing_toolchain()
         if problem:
-            raise Unavailable(f"cannot compile llama-server: {problem}")
-        log = root / "llama-server.log"
+            raise Unavailable(f"cannot compile {target}: {problem}")
+        log = root / f"{target}.log"
         log.write_text("")
         started = time.monotonic()
-        build = root / "llama-server-build"
+        build = root / f"{target}-build"
         try:
-            source = _vendored_source(root, log)
+            tree = source(root, log)
             shutil.rmtree(build, ignore_errors=True)
-            run(["cmake", "-S", source, "-B", build, *SERVER_CMAKE_ARGS], log, build_env())
-            run(["cmake", "--build", build, "--target", "llama-server"], log, build_env())
-            built = next(build.glob("bin/llama-server"), None)
+            run([*prefix, "cmake", "-S", tree, "-B", build, *cmake_args], log, build_env())
+            run([*prefix, "cmake", "--build", build, "--target", target], log, build_env())
+            built = next(build.glob(f"bin/{target}"), None)
             if built is None:
-                raise Unavailable(f"cmake finished but left no bin/llama-server in {build}")
+                raise Unavailable(f"cmake finished but left no bin/{target} in {build}")
             binary.parent.mkdir(exist_ok=True)
             shutil.copy2(built, binary)
         except Unavailable as exc:
-            raise fail(marker, f"llama-server could not be built: {exc}") from exc
+            raise fail(marker, f"{target} could not be built: {exc}") from exc
         finally:
             shutil.rmtree(build, ignore_errors=True)
             shutil.rmtree(root / "src", ignore_errors=True)
         record = {
-            "version": LLAMA_CPP_PYTHON_VERSION,
-            "cmake_args": list(SERVER_CMAKE_ARGS),
+            **record,
+            "cmake_args": list(cmake_args),
             "compile_seconds": round(time.monotonic() - started, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

@@ -16,25 +16,13 @@ reads Telegram's OGG/Opus voice notes (it runs the `ffmpeg` program on each uplo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import tarfile
-import time
 from pathlib import Path
 
-from tests.real.llama import (
-    CACHE_ENV,
-    Unavailable,
-    build_env,
-    build_record,
-    cache_lock,
-    check_failure,
-    fail,
-    missing_toolchain,
-    run,
-)
+from tests.real.llama import CACHE_ENV, Unavailable, build_env, build_server, run
 
 PYWHISPERCPP_VERSION = "1.5.1"  # vendors whisper.cpp 1.8.5
 NICE = ("nice", "-n", "10")
@@ -99,46 +87,15 @@ def _vendored_source(root: Path, log: Path) -> Path:
 
 def ensure_whisper_server(root: Path) -> Path:
     """A static `whisper-server` binary compiled from the vendored whisper.cpp, built if missing."""
-    binary = server_binary(root)
-    if build_record(binary.parent) is not None:
-        return binary
-    with cache_lock(root, "whisper-server"):
-        if build_record(binary.parent) is not None:
-            return binary
-        marker = root / "whisper-server.failed"
-        check_failure(marker)
-        problem = missing_toolchain()
-        if problem:
-            raise Unavailable(f"cannot compile whisper-server: {problem}")
-        log = root / "whisper-server.log"
-        log.write_text("")
-        started = time.monotonic()
-        build = root / "whisper-server-build"
-        try:
-            source = _vendored_source(root, log)
-            shutil.rmtree(build, ignore_errors=True)
-            configure = ["cmake", "-S", source, "-B", build, *SERVER_CMAKE_ARGS]
-            run([*NICE, *configure], log, build_env())
-            compile_ = ["cmake", "--build", build, "--target", "whisper-server"]
-            run([*NICE, *compile_], log, build_env())
-            built = next(build.glob("bin/whisper-server"), None)
-            if built is None:
-                raise Unavailable(f"cmake finished but left no bin/whisper-server in {build}")
-            binary.parent.mkdir(exist_ok=True)
-            shutil.copy2(built, binary)
-        except Unavailable as exc:
-            raise fail(marker, f"whisper-server could not be built: {exc}") from exc
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-            shutil.rmtree(root / "src", ignore_errors=True)
-        record = {
-            "pywhispercpp": PYWHISPERCPP_VERSION,
-            "cmake_args": list(SERVER_CMAKE_ARGS),
-            "compile_seconds": round(time.monotonic() - started, 1),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (binary.parent / "ready.json").write_text(json.dumps(record, indent=2) + "\n")
-        return binary
+    return build_server(
+        root,
+        "whisper-server",
+        server_binary(root),
+        _vendored_source,
+        SERVER_CMAKE_ARGS,
+        {"pywhispercpp": PYWHISPERCPP_VERSION},
+        prefix=NICE,
+    )
 
 
 # The bot posts to TRANSCRIPTION_BASE_URL + "/audio/transcriptions"; whisper-server serves one
